@@ -1,7 +1,16 @@
-"""Loader of the optional compiled ops (`glip._C`); None when not built or disabled with GLIP_DISABLE_EXT=1."""
+"""Loader of the optional compiled ops (`glip._C`) and autograd-capable wrappers around them.
+
+`load()` returns the module, or None when it is not built, fails to import, or GLIP_DISABLE_EXT=1. Callers
+dispatch with `if extension.load() is not None and <device supported>:` and fall back to torchvision / PyTorch.
+"""
 import functools
 import logging
 import os
+
+import torch
+from torch.autograd import Function
+from torch.autograd.function import once_differentiable
+from torch.nn.modules.utils import _pair
 
 logger = logging.getLogger(__name__)
 
@@ -17,3 +26,74 @@ def load():
         logger.debug("glip._C not available (%s); using the PyTorch fallbacks", err)
         return None
     return _C
+
+
+def _require():
+    ext = load()
+    if ext is None:
+        raise RuntimeError("glip._C is not available (not built, or disabled with GLIP_DISABLE_EXT=1)")
+    return ext
+
+
+def _fit_to_output(maps: torch.Tensor, channels: int, out_h: int, out_w: int) -> torch.Tensor:
+    """Offsets/masks larger than the output, read per image as raw memory like the reference's CUDA kernel.
+
+    (B, channels, H', W') with H'*W' >= out_h*out_w -> (B, channels, out_h, out_w) taken from the first
+    channels*out_h*out_w values of each image's block; maps of the output size are returned unchanged.
+    """
+    if maps.shape[-2:] == (out_h, out_w):
+        return maps
+    batch = maps.shape[0]
+    needed = channels * out_h * out_w
+    if maps.dim() != 4 or maps[0].numel() < needed:
+        raise ValueError(f"offset/mask of shape {tuple(maps.shape)} cannot cover an output of {out_h}x{out_w}")
+    return maps.reshape(batch, -1)[:, :needed].reshape(batch, channels, out_h, out_w)
+
+
+class _ModulatedDeformConv(Function):
+    """DCNv2 over the compiled kernels; offsets/masks must already have the output's spatial size."""
+
+    @staticmethod
+    def forward(ctx, input, offset, mask, weight, bias, stride, padding, dilation, groups, deformable_groups):
+        ext = _require()
+        ctx.conf = (*stride, *padding, *dilation, groups, deformable_groups)
+        ctx.has_bias = bias is not None
+        bias_arg = bias if bias is not None else input.new_empty(0)
+        ctx.save_for_backward(input, offset, mask, weight, bias_arg)
+        return ext.deform_conv_forward(input, offset, mask, weight, bias_arg, *ctx.conf)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_output):
+        input, offset, mask, weight, bias = ctx.saved_tensors
+        grads = _require().deform_conv_backward(grad_output, input, offset, mask, weight, bias, *ctx.conf)
+        grad_input, grad_offset, grad_mask, grad_weight, grad_bias = grads
+        return (grad_input, grad_offset, grad_mask, grad_weight, grad_bias if ctx.has_bias else None,
+                None, None, None, None, None)
+
+
+def modulated_deform_conv(input, offset, mask, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
+                          deformable_groups=1):
+    """Modulated deformable convolution (DCNv2) with the compiled kernels (CPU, and CUDA when built).
+
+    input (B, C, H, W); offset (B, 2*dg*kh*kw, Ho, Wo), (dy, dx) interleaved per kernel tap; mask
+    (B, dg*kh*kw, Ho, Wo) (already sigmoid-ed); weight (Cout, C/groups, kh, kw); bias (Cout) or None.
+    Returns (B, Cout, Ho, Wo). Offset/mask maps larger than the output are reinterpreted like the reference.
+    """
+    stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
+    kh, kw = weight.shape[-2:]
+    out_h = (input.shape[2] + 2 * padding[0] - (dilation[0] * (kh - 1) + 1)) // stride[0] + 1
+    out_w = (input.shape[3] + 2 * padding[1] - (dilation[1] * (kw - 1) + 1)) // stride[1] + 1
+    taps = deformable_groups * kh * kw
+    offset = _fit_to_output(offset, 2 * taps, out_h, out_w)
+    mask = _fit_to_output(mask, taps, out_h, out_w)
+    return _ModulatedDeformConv.apply(input, offset, mask, weight, bias, stride, padding, dilation, groups,
+                                      deformable_groups)
+
+
+def ml_nms(boxes, scores, labels, threshold):
+    """Multi-label NMS: kept indices (int64) of boxes (N, 4) xyxy in descending score order (stable).
+
+    A box suppresses lower-scored boxes of the same label whose IoU (widths +1) is strictly above threshold.
+    """
+    return _require().ml_nms(boxes, scores, labels, float(threshold))

@@ -1,0 +1,241 @@
+"""COCO-style box evaluation (COCO, ODinW, any registered COCO-json dataset) through pycocotools.
+
+Predictions are per-image `BoxList`s (fields `scores`, `labels` = contiguous category ids) in the network's or
+the original image's coordinates; they are resized to the original size recorded in the gt json, converted to
+"xywh" with the legacy +1 width rule of `BoxList.convert`, and written as the reference writes them:
+`bbox.json` (the COCO results list) and `bbox.csv` (per-category AP table), plus `coco_results.pth`.
+"""
+import json
+import logging
+import os
+import tempfile
+from collections import OrderedDict
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+_METRICS = {
+    "bbox": ("AP", "AP50", "AP75", "APs", "APm", "APl"),
+    "segm": ("AP", "AP50", "AP75", "APs", "APm", "APl"),
+    "keypoints": ("AP", "AP50", "AP75", "APm", "APl"),
+}
+
+
+class COCOResults:
+    """Summary numbers per iou type: `results["bbox"]["AP"]` etc. (-1 until filled from a `COCOeval`)."""
+
+    METRICS = _METRICS
+
+    def __init__(self, *iou_types):
+        unknown = [t for t in iou_types if t not in _METRICS]
+        if unknown:
+            raise ValueError("unsupported iou types {}".format(unknown))
+        self.results = OrderedDict((t, OrderedDict((m, -1) for m in _METRICS[t])) for t in iou_types)
+
+    def update(self, coco_eval):
+        """Copy the leading `coco_eval.stats` into the metrics of its iou type."""
+        if coco_eval is None:
+            return
+        iou_type = coco_eval.params.iouType
+        for idx, metric in enumerate(_METRICS[iou_type]):
+            self.results[iou_type][metric] = float(coco_eval.stats[idx])
+
+    def __repr__(self):
+        return repr(self.results)
+
+
+def predictions_as_list(predictions):
+    """`predictions` as a list ordered by dataset index (a list is returned as is, a dict is sorted by key)."""
+    if isinstance(predictions, dict):
+        keys = sorted(predictions.keys())
+        if keys and len(keys) != keys[-1] + 1:
+            logger.warning("predictions do not cover a contiguous range of dataset indices")
+        return [predictions[k] for k in keys]
+    return list(predictions)
+
+
+def _indexed(predictions):
+    """(dataset index, BoxList) pairs of a list or of a dict keyed by dataset index."""
+    if isinstance(predictions, dict):
+        return sorted(predictions.items(), key=lambda kv: kv[0])
+    return list(enumerate(predictions))
+
+
+def prepare_for_coco_detection(predictions, dataset):
+    """COCO results `[{"image_id", "category_id", "bbox": [x, y, w, h], "score"}]`.
+
+    `dataset` provides `id_to_img_map` (index -> json image id), `coco.imgs[id]["width"/"height"]` and
+    `contiguous_category_id_to_json_id`; detections whose label has no json id are dropped (as the reference).
+    """
+    id_map = dataset.id_to_img_map
+    label_map = dataset.contiguous_category_id_to_json_id
+    results = []
+    for index, prediction in _indexed(predictions):
+        original_id = id_map[index]
+        if len(prediction) == 0:
+            continue
+        info = dataset.coco.imgs[original_id]
+        prediction = prediction.resize((info["width"], info["height"])).convert("xywh")
+        boxes = prediction.bbox.tolist()
+        scores = prediction.get_field("scores").tolist()
+        labels = prediction.get_field("labels").tolist()
+        for box, score, label in zip(boxes, scores, labels):
+            if label in label_map:
+                results.append({"image_id": original_id, "category_id": label_map[label], "bbox": box,
+                                "score": score})
+    return results
+
+
+def prepare_for_tsv_detection(predictions, dataset):
+    """Proposal-style dump `{"images": [...], "annotations": [...]}` for datasets without a COCO gt.
+
+    Uses `dataset.get_img_info(index)` (`id`, `width`, `height`); labels are written unmapped.
+    """
+    annotations, images = [], []
+    for index, prediction in _indexed(predictions):
+        info = dataset.get_img_info(index)
+        if len(prediction) == 0:
+            continue
+        width, height = info["width"], info["height"]
+        prediction = prediction.resize((width, height)).convert("xywh")
+        centers = prediction.get_field("centers") if prediction.has_field("centers") else None
+        scores = prediction.get_field("scores").tolist()
+        labels = prediction.get_field("labels").tolist()
+        for k, box in enumerate(prediction.bbox.tolist()):
+            record = {"image_id": info["id"], "category_id": labels[k], "bbox": box, "score": scores[k],
+                      "area": width * height, "iscrowd": 0}
+            if centers is not None:
+                record["center"] = centers[k].tolist()
+            annotations.append(record)
+        images.append(info)
+    return {"images": images, "annotations": annotations}
+
+
+def _summary_row(coco_eval, iou_thr=None, area="all", max_dets=100):
+    """One `bbox.csv` row: the metric label, the AP of every category, their average (the reference's layout).
+
+    Per-category values are plain means over the precision slice (absent entries, -1, included), exactly as the
+    reference computes them; when no category has any valid entry the row is the label alone, without newline.
+    """
+    params = coco_eval.params
+    iou_str = "{:0.2f}:{:0.2f}".format(params.iouThrs[0], params.iouThrs[-1]) if iou_thr is None \
+        else "{:0.2f}".format(iou_thr)
+    row = " {:<18} {} @[ IoU={:<9} | area={:>6s} | maxDets={:>3d} ], ".format(
+        "Average Precision", "(AP)", iou_str, area, max_dets)
+    area_idx = [i for i, label in enumerate(params.areaRngLbl) if label == area]
+    det_idx = [i for i, m in enumerate(params.maxDets) if m == max_dets]
+    precision = coco_eval.eval["precision"]  # (T, R, K, A, M)
+    if iou_thr is not None:
+        precision = precision[np.where(iou_thr == params.iouThrs)[0]]
+    precision = precision[:, :, :, area_idx, det_idx]
+    if len(precision[precision > -1]) == 0:
+        return row
+    num_classes = len(params.catIds)
+    total = 0.0
+    for k in range(num_classes):
+        value = np.mean(precision[:, :, k, :])
+        row += "{}, ".format(value)
+        total += value
+    return row + "{} \n".format(total / num_classes)
+
+
+def summarize_per_category(coco_eval, csv_output):
+    """Write the reference's `bbox.csv`: a header of category names then AP, AP50, APs, APm, APl rows."""
+    names = {cat["id"]: cat["name"] for cat in coco_eval.cocoGt.cats.values()}
+    header = "metric, " + "".join("{}, ".format(names[c]) for c in coco_eval.params.catIds) + "avg \n"
+    last = coco_eval.params.maxDets[2]
+    rows = [header, _summary_row(coco_eval), _summary_row(coco_eval, iou_thr=0.5, max_dets=last),
+            _summary_row(coco_eval, area="small", max_dets=last),
+            _summary_row(coco_eval, area="medium", max_dets=last),
+            _summary_row(coco_eval, area="large", max_dets=last)]
+    with open(csv_output, "w") as f:
+        f.writelines(rows)
+
+
+def evaluate_predictions_on_coco(coco_gt, coco_results, json_result_file, iou_type="bbox"):
+    """Write `coco_results` to `json_result_file`, run COCOeval and (bbox) write the sibling `.csv`.
+
+    Returns the `COCOeval` after `summarize()`; its printed table is routed to the log.
+    """
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    json_result_file = str(json_result_file)
+    with open(json_result_file, "w") as f:
+        json.dump(coco_results, f)
+    coco_dt = coco_gt.loadRes(json_result_file) if coco_results else COCO()
+    coco_eval = COCOeval(coco_gt, coco_dt, iou_type)
+    _quietly(coco_eval.evaluate)
+    _quietly(coco_eval.accumulate)
+    table = _quietly(coco_eval.summarize)
+    logger.info("COCOeval %s:\n%s", iou_type, table)
+    if iou_type == "bbox":
+        summarize_per_category(coco_eval, json_result_file.replace(".json", ".csv"))
+    return coco_eval
+
+
+def _quietly(fn):
+    """Run `fn()` capturing what it prints (pycocotools prints its progress); returns the captured text."""
+    import contextlib
+    import io
+
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        fn()
+    return buffer.getvalue()
+
+
+def do_coco_evaluation(dataset, predictions, output_folder=None, iou_types=("bbox",), box_only=False,
+                       expected_results=(), expected_results_sigma_tol=4, **kwargs):
+    """Evaluate `predictions` (list by dataset index, or dict index -> BoxList) on a COCO-like `dataset`.
+
+    `dataset` needs `coco` (pycocotools COCO, or None for a gt-less TSV dataset: only a dump is written),
+    `id_to_img_map`, `contiguous_category_id_to_json_id` and `get_img_info(index)`. Writes
+    `<output_folder>/bbox.json`, `bbox.csv` and `coco_results.pth`. Returns `(COCOResults, coco_results)`,
+    e.g. `results.results["bbox"]["AP"]`.
+    """
+    if box_only:
+        raise NotImplementedError("proposal (box_only) evaluation is not part of GLIP's evaluation")
+    unsupported = [t for t in iou_types if t != "bbox"]
+    if unsupported:
+        raise NotImplementedError("only bbox evaluation is implemented, got {}".format(unsupported))
+    if output_folder:
+        os.makedirs(output_folder, exist_ok=True)
+    logger.info("Preparing bbox results")
+    if dataset.coco is None:
+        coco_results = {"bbox": prepare_for_tsv_detection(predictions, dataset)}
+    else:
+        coco_results = {"bbox": prepare_for_coco_detection(predictions, dataset)}
+    results = COCOResults(*iou_types)
+    logger.info("Evaluating predictions")
+    for iou_type in iou_types:
+        if dataset.coco is None:
+            if output_folder:
+                with open(os.path.join(output_folder, iou_type + ".json"), "w") as f:
+                    json.dump(coco_results[iou_type], f)
+            continue
+        if output_folder:
+            results.update(evaluate_predictions_on_coco(dataset.coco, coco_results[iou_type],
+                                                        os.path.join(output_folder, iou_type + ".json"), iou_type))
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                results.update(evaluate_predictions_on_coco(dataset.coco, coco_results[iou_type],
+                                                            os.path.join(tmp, iou_type + ".json"), iou_type))
+    logger.info(results)
+    check_expected_results(results, expected_results, expected_results_sigma_tol)
+    if output_folder:
+        torch.save(results, os.path.join(output_folder, "coco_results.pth"))
+    return results, coco_results
+
+
+def check_expected_results(results, expected_results, sigma_tol):
+    """Log PASS/FAIL for each `(iou_type, metric, (mean, std))` against `mean +- sigma_tol * std`."""
+    for task, metric, (mean, std) in expected_results or ():
+        value = results.results[task][metric]
+        low, high = mean - sigma_tol * std, mean + sigma_tol * std
+        ok = low < value < high
+        message = "{} > {} sanity check (actual vs. expected): {:.3f} vs. mean={:.4f}, std={:.4}, " \
+                  "range=({:.4f}, {:.4f})".format(task, metric, value, mean, std, low, high)
+        (logger.info if ok else logger.error)(("PASS: " if ok else "FAIL: ") + message)

@@ -1,0 +1,169 @@
+"""`GeneralizedVLRCNN`: GLIP's detector (visual backbone + language backbone + VLDyHead module).
+
+Forward signature and outputs are the reference's: `model(images, targets=None, captions=None,
+positive_map=None)` returns the loss dict in training and a list of BoxLists (fields `scores`, `labels`) in eval.
+"""
+import logging
+from typing import List, Optional
+
+import torch
+from torch import nn
+
+from glip.structures.image_list import to_image_list
+
+logger = logging.getLogger(__name__)
+
+# Parameters that stay trainable under MODEL.LINEAR_PROB (the predictors and the token-scoring head).
+LINEAR_PROB_TRAINABLE = ("bbox_pred", "cls_logits", "centerness", "cosine_scale", "dot_product_projection_text",
+                         "head.log_scale", "head.bias_lang", "head.bias0")
+
+
+class GeneralizedVLRCNN(nn.Module):
+    """Image + caption -> boxes scored against the caption's tokens.
+
+    Args:
+        backbone: images (B, 3, H, W) -> 5 FPN levels.
+        language_backbone: (input_ids, attention_mask) -> language dict.
+        tokenizer: a HuggingFace tokenizer (bert-base-uncased WordPiece).
+        rpn: the `VLDyHeadModule`.
+        max_query_len: text length (256); captions are padded to it when `pad_max`.
+        freeze_*: keep these parts frozen (eval mode, no gradients) whatever `train()` says.
+        linear_prob: only the predictors train (MODEL.LINEAR_PROB).
+        one_hot_classes: DATASETS.ONE_HOT: the text mask keeps exactly the first N positions.
+        mask_special: MASK_SPECIAL: special tokens are masked out of the text.
+    """
+
+    def __init__(self, backbone: nn.Module, language_backbone: nn.Module, tokenizer, rpn: nn.Module,
+                 max_query_len: int = 256, pad_max: bool = True, freeze_backbone: bool = False,
+                 freeze_fpn: bool = False, freeze_rpn: bool = False, freeze_language_backbone: bool = False,
+                 linear_prob: bool = False, freeze_cls_logits: bool = True, one_hot_classes: int = 0,
+                 mask_special: bool = False):
+        super().__init__()
+        self.backbone = backbone
+        self.language_backbone = language_backbone
+        self.tokenizer = tokenizer
+        self.rpn = rpn
+        self.max_query_len = max_query_len
+        self.pad_max = pad_max
+        self.freeze_backbone = freeze_backbone
+        self.freeze_fpn = freeze_fpn
+        self.freeze_rpn = freeze_rpn
+        self.freeze_language_backbone = freeze_language_backbone
+        self.linear_prob = linear_prob
+        self.freeze_cls_logits = freeze_cls_logits
+        self.one_hot_classes = one_hot_classes
+        self.mask_special = mask_special
+        self._apply_freezing()
+
+    def _apply_freezing(self):
+        def freeze(module):
+            for p in module.parameters():
+                p.requires_grad = False
+
+        if self.freeze_backbone:
+            freeze(self.backbone.body)
+        if self.freeze_fpn:
+            freeze(self.backbone.fpn)
+        if self.freeze_rpn:
+            freeze(self.rpn)
+        if self.linear_prob:
+            for name, p in self.rpn.named_parameters():
+                if not any(key in name for key in LINEAR_PROB_TRAINABLE):
+                    p.requires_grad = False
+        if self.freeze_cls_logits and hasattr(self.rpn.head, "cls_logits"):
+            freeze(self.rpn.head.cls_logits)
+        if getattr(self.rpn, "tunable_linear", None) is not None:
+            for p in self.rpn.tunable_linear.parameters():
+                p.requires_grad = True
+        if self.freeze_language_backbone:
+            freeze(self.language_backbone)
+
+    def train(self, mode: bool = True):
+        """Train mode that keeps frozen parts in eval mode (their normalisation and dropout stay fixed)."""
+        super().train(mode)
+        if self.freeze_backbone:
+            self.backbone.body.eval()
+        if self.freeze_fpn:
+            self.backbone.fpn.eval()
+        if self.freeze_rpn:
+            self.rpn.head.eval()
+        if self.freeze_cls_logits and hasattr(self.rpn.head, "cls_logits"):
+            self.rpn.head.cls_logits.eval()
+        if self.freeze_language_backbone:
+            self.language_backbone.eval()
+        return self
+
+    def tokenize(self, captions: List[str], device) -> dict:
+        """Captions -> `input_ids`, `attention_mask`, `special_tokens_mask`, each (B, T) on `device`."""
+        if isinstance(captions, str):
+            raise TypeError("captions must be a list of strings, one per image, not a single string")
+        tokens = self.tokenizer(list(captions), max_length=self.max_query_len,
+                                padding="max_length" if self.pad_max else "longest",
+                                return_special_tokens_mask=True, return_tensors="pt", truncation=True)
+        return {k: v.to(device) for k, v in tokens.items()}
+
+    def encode_text(self, captions: List[str], device) -> dict:
+        """Run the language backbone; returns the language dict (`hidden`, `masks`, `embedded`, `aggregate`)."""
+        tokens = self.tokenize(captions, device)
+        if self.freeze_language_backbone:
+            with torch.no_grad():
+                language = self.language_backbone(tokens["input_ids"], tokens["attention_mask"])
+        else:
+            language = self.language_backbone(tokens["input_ids"], tokens["attention_mask"])
+        language = dict(language)
+        if self.one_hot_classes:
+            masks = torch.zeros_like(language["masks"])
+            masks[:, : self.one_hot_classes] = 1
+            language["masks"] = masks
+        if self.mask_special:
+            language["masks"] = 1 - tokens["special_tokens_mask"]
+        language["mlm_labels"] = None
+        return language
+
+    def forward(self, images, targets: Optional[list] = None, captions: Optional[List[str]] = None,
+                positive_map=None):
+        """See the module docstring. `images`: an ImageList, a (B, 3, H, W) tensor or a list of (3, H, W)."""
+        if self.training and targets is None:
+            raise ValueError("in training mode, targets must be given")
+        if captions is None:
+            raise ValueError("GLIP needs one caption per image (captions=None given)")
+        images = to_image_list(images)
+        if len(captions) != images.tensors.shape[0]:
+            raise ValueError(f"got {len(captions)} captions for a batch of {images.tensors.shape[0]} images")
+        device = images.tensors.device
+        language = self.encode_text(captions, device)
+        features = self.backbone(images.tensors)
+        if targets:
+            targets = [t.to(device) for t in targets if t is not None]
+        detections, losses, _ = self.rpn(images, features, targets, language, positive_map, captions)
+        return losses if self.training else detections
+
+
+def build_detection_model(cfg) -> GeneralizedVLRCNN:
+    """Build GLIP from a config (MODEL.META_ARCHITECTURE GeneralizedVLRCNN)."""
+    from glip.modeling.backbone import build_backbone
+    from glip.modeling.head.build import build_rpn
+    from glip.modeling.language import build_language_backbone, build_tokenizer
+
+    arch = cfg.MODEL.META_ARCHITECTURE
+    if arch != "GeneralizedVLRCNN":
+        raise ValueError(f"MODEL.META_ARCHITECTURE {arch!r} is not supported (only 'GeneralizedVLRCNN')")
+    if cfg.MODEL.LINEAR_PROB and not (cfg.MODEL.BACKBONE.FREEZE and cfg.MODEL.FPN.FREEZE):
+        raise ValueError("MODEL.LINEAR_PROB needs MODEL.BACKBONE.FREEZE and MODEL.FPN.FREEZE set to True")
+    fuse = cfg.MODEL.DYHEAD.FUSE_CONFIG
+    return GeneralizedVLRCNN(
+        backbone=build_backbone(cfg),
+        language_backbone=build_language_backbone(cfg),
+        tokenizer=build_tokenizer(cfg.MODEL.LANGUAGE_BACKBONE.TOKENIZER_TYPE),
+        rpn=build_rpn(cfg),
+        max_query_len=cfg.MODEL.LANGUAGE_BACKBONE.MAX_QUERY_LEN,
+        pad_max=cfg.MODEL.LANGUAGE_BACKBONE.PAD_MAX,
+        freeze_backbone=cfg.MODEL.BACKBONE.FREEZE,
+        freeze_fpn=cfg.MODEL.FPN.FREEZE,
+        freeze_rpn=cfg.MODEL.RPN.FREEZE,
+        freeze_language_backbone=cfg.MODEL.LANGUAGE_BACKBONE.FREEZE,
+        linear_prob=cfg.MODEL.LINEAR_PROB,
+        freeze_cls_logits=fuse.USE_DOT_PRODUCT_TOKEN_LOSS,
+        one_hot_classes=cfg.MODEL.DYHEAD.NUM_CLASSES if cfg.DATASETS.ONE_HOT else 0,
+        mask_special=cfg.MODEL.LANGUAGE_BACKBONE.MASK_SPECIAL,
+    )

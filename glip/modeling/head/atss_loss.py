@@ -1,0 +1,371 @@
+"""The ATSS training loss of GLIP's VLDyHead (the reference's `ATSSLossComputation`).
+
+Per image, anchors are matched to ground-truth boxes with ATSS (`atss_assign`). From the match it builds
+class labels, box regression targets (`BoxCoder.encode`) and token targets (the matched box's row of the binary
+positive map; unmatched anchors get a single 1 at the last token index, the "no object" slot). Losses:
+
+* `loss_cls`: classic sigmoid focal loss of `cls_logits` / #positives (the head zeroes it unless
+  USE_CLASSIFICATION_LOSS).
+* `loss_dot_product_token` (and `loss_token`): binary token focal loss over (anchor, token) pairs with an
+  unmasked token, / #positives.
+* `loss_contrastive_align`: MDETR-style box<->token contrastive loss, / #positives.
+* `loss_reg`: GIoU of decoded predictions vs decoded targets, weighted by the centerness targets and divided by
+  their sum, times `reg_loss_weight`.
+* `loss_centerness`: BCE-with-logits against the centerness of the anchor centre in its matched box, / #positives.
+
+#positives (and the centerness-target sum) are averaged over all processes when torch.distributed is initialised,
+so every process normalises by the same global count.
+"""
+import logging
+from typing import Dict, List, Optional, Sequence
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from glip.layers.sigmoid_focal_loss import SigmoidFocalLoss, TokenSigmoidFocalLoss
+from glip.modeling.head.atss_assigner import atss_assign
+
+logger = logging.getLogger(__name__)
+
+
+def get_world_size() -> int:
+    """Number of processes of the initialised default group (1 without torch.distributed)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return 1
+
+
+def reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum of `tensor` over all processes (a copy; the tensor itself when not distributed)."""
+    if get_world_size() == 1:
+        return tensor
+    tensor = tensor.clone()
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def _boxes(x) -> torch.Tensor:
+    """The xyxy box tensor of a BoxList (or a plain `(N, 4)` tensor)."""
+    if isinstance(x, torch.Tensor):
+        return x
+    if getattr(x, "mode", "xyxy") != "xyxy":
+        x = x.convert("xyxy")
+    return x.bbox
+
+
+def flatten_levels(per_level: Sequence[torch.Tensor], channels: int) -> torch.Tensor:
+    """Per-level maps `(B, A*K, H, W)` -> `(B, sum_l H*W*A, K)`, ordered (level, y, x, anchor)."""
+    out = []
+    for x in per_level:
+        b, _, h, w = x.shape
+        x = x.view(b, -1, channels, h, w).permute(0, 3, 4, 1, 2)
+        out.append(x.reshape(b, -1, channels))
+    return torch.cat(out, dim=1)
+
+
+def centerness_targets(reg_targets: torch.Tensor, anchors: torch.Tensor, box_coder) -> torch.Tensor:
+    """`sqrt(min(l, r) / max(l, r) * min(t, b) / max(t, b))` `(P,)` of each anchor centre in its decoded gt box.
+
+    Args:
+        reg_targets: encoded matched gt boxes `(P, 4)`; anchors: `(P, 4)` xyxy.
+    """
+    gts = box_coder.decode(reg_targets, anchors)
+    cx = (anchors[:, 2] + anchors[:, 0]) / 2
+    cy = (anchors[:, 3] + anchors[:, 1]) / 2
+    left_right = torch.stack([cx - gts[:, 0], gts[:, 2] - cx], dim=1)
+    top_bottom = torch.stack([cy - gts[:, 1], gts[:, 3] - cy], dim=1)
+    ratio = (left_right.min(dim=-1)[0] / left_right.max(dim=-1)[0]) * \
+        (top_bottom.min(dim=-1)[0] / top_bottom.max(dim=-1)[0])
+    centerness = torch.sqrt(ratio)
+    if torch.isnan(centerness).any():
+        raise FloatingPointError("NaN centerness target: an ATSS positive's centre lies outside its box")
+    return centerness
+
+
+def giou_loss(pred_boxes: torch.Tensor, target_boxes: torch.Tensor,
+              weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Summed `1 - GIoU` of xyxy boxes `(P, 4)` (areas without +1, eps 1e-7); weighted if `weight (P,)` sums > 0.
+
+    Predicted boxes with x2 < x1 (or y2 < y1) are collapsed to zero width (height).
+    """
+    px1, py1 = pred_boxes[:, 0], pred_boxes[:, 1]
+    px2 = torch.max(px1, pred_boxes[:, 2])
+    py2 = torch.max(py1, pred_boxes[:, 3])
+    tx1, ty1, tx2, ty2 = target_boxes.unbind(dim=1)
+    pred_area = (px2 - px1) * (py2 - py1)
+    target_area = (tx2 - tx1) * (ty2 - ty1)
+
+    ix1, iy1 = torch.max(px1, tx1), torch.max(py1, ty1)
+    ix2, iy2 = torch.min(px2, tx2), torch.min(py2, ty2)
+    overlaps = (iy2 > iy1) & (ix2 > ix1)
+    inter = torch.where(overlaps, (ix2 - ix1) * (iy2 - iy1), torch.zeros_like(px1))
+
+    enclosing = (torch.max(px2, tx2) - torch.min(px1, tx1)) * (torch.max(py2, ty2) - torch.min(py1, ty1)) + 1e-7
+    union = pred_area + target_area - inter + 1e-7
+    gious = inter / union - (enclosing - union) / enclosing
+    losses = 1 - gious
+    if weight is not None and weight.sum() > 0:
+        return (losses * weight).sum()
+    if losses.numel() == 0:
+        raise ValueError("giou_loss of no boxes")
+    return losses.sum()
+
+
+def contrastive_align_loss(logits: torch.Tensor, positive_map: torch.Tensor) -> torch.Tensor:
+    """MDETR contrastive alignment: mean of the box->token and token->box losses (summed, unnormalised).
+
+    Args:
+        logits: `(B, N, T)` box-token similarities; positive_map: `(B, N, T)` bool.
+    """
+    positive_logits = -logits.masked_fill(~positive_map, 0)
+
+    boxes_with_pos = positive_map.any(2)
+    box_to_token = (positive_logits.sum(2) / (positive_map.sum(2) + 1e-6) + logits.logsumexp(2))
+    box_to_token = box_to_token.masked_fill(~boxes_with_pos, 0).sum()
+
+    tokens_with_pos = positive_map.any(1)
+    token_to_box = (positive_logits.sum(1) / (positive_map.sum(1) + 1e-6) + logits.logsumexp(1))
+    token_to_box = token_to_box.masked_fill(~tokens_with_pos, 0).sum()
+    return (box_to_token + token_to_box) / 2
+
+
+def tokens_positive_map(tokenized, batch_index: int, tokens_positive, width: int) -> torch.Tensor:
+    """Bool map `(n_boxes, width)` of the tokens covering each box's character spans.
+
+    `tokens_positive[j]` is a list of `(begin, end)` character spans; a span maps to tokens
+    `char_to_token(begin) .. char_to_token(end - 1)`, falling back to begin+1, begin+2 / end-2, end-3 when a
+    character is not inside a token (spaces); spans that still do not resolve are skipped.
+    """
+    def lookup(*chars):
+        for c in chars:
+            try:
+                pos = tokenized.char_to_token(batch_index, c)
+            except Exception:  # character index outside the text
+                return None
+            if pos is not None:
+                return pos
+        return None
+
+    out = torch.zeros((len(tokens_positive), width), dtype=torch.bool)
+    for j, spans in enumerate(tokens_positive):
+        for beg, end in spans:
+            beg_pos = lookup(beg, beg + 1, beg + 2)
+            end_pos = lookup(end - 1, end - 2, end - 3)
+            if beg_pos is None or end_pos is None:
+                continue
+            out[j, beg_pos:end_pos + 1] = True
+    return out
+
+
+class ATSSLoss(nn.Module):
+    """ATSS matching + GLIP's detection / grounding losses.
+
+    Args:
+        box_coder: a `BoxCoder` (weights (10, 10, 5, 5)) with `encode(gt, anchors)` / `decode(codes, anchors)`.
+        topk: ATSS candidates per level and box (MODEL.ATSS.TOPK).
+        num_anchors_per_location: len(RPN.ASPECT_RATIOS) * RPN.SCALES_PER_OCTAVE.
+        focal_alpha, focal_gamma: classic focal loss of `box_cls` (MODEL.FOCAL.LOSS_ALPHA / LOSS_GAMMA).
+        token_alpha, token_gamma: token focal loss (DYHEAD.FUSE_CONFIG.TOKEN_ALPHA / TOKEN_GAMMA).
+        reg_loss_weight: multiplies the GIoU loss (MODEL.ATSS.REG_LOSS_WEIGHT).
+        use_dot_product_token_loss, use_token_loss, use_contrastive_align_loss: which token losses to compute.
+        tokenizer: tokenizer used to locate `tokens_positive` spans for the contrastive-align map (the reference
+            re-tokenizes the captions with padding "longest"); without it the binary `positive_map` rows are used.
+    """
+
+    def __init__(self, box_coder, topk: int = 9, num_anchors_per_location: int = 1, focal_alpha: float = 0.25,
+                 focal_gamma: float = 2.0, token_alpha: float = 0.25, token_gamma: float = 2.0,
+                 reg_loss_weight: float = 2.0, use_dot_product_token_loss: bool = True, use_token_loss: bool = False,
+                 use_contrastive_align_loss: bool = False, tokenizer=None):
+        super().__init__()
+        self.box_coder = box_coder
+        self.topk = topk
+        self.num_anchors_per_location = num_anchors_per_location
+        self.cls_loss_func = SigmoidFocalLoss(focal_gamma, focal_alpha)
+        self.token_loss_func = TokenSigmoidFocalLoss(token_alpha, token_gamma)
+        self.reg_loss_weight = reg_loss_weight
+        self.use_dot_product_token_loss = use_dot_product_token_loss
+        self.use_token_loss = use_token_loss
+        self.use_contrastive_align_loss = use_contrastive_align_loss
+        self.tokenizer = tokenizer
+
+    def prepare_targets(self, targets, anchors, positive_map: Optional[torch.Tensor] = None) -> Dict[str, list]:
+        """Match every image's anchors and build its targets.
+
+        Args:
+            targets: per image a BoxList (xyxy) with a "labels" field.
+            anchors: per image, per level a BoxList (or `(N_l, 4)` tensor) of anchors.
+            positive_map: `(sum of boxes, T)` binary map, the images' rows concatenated in order.
+
+        Returns a dict of per-image lists: `matched_idxs` `(N,)` (-1 negative), `labels` `(N,)` (0 negative),
+        `reg_targets` `(N, 4)` (negatives encode box 0, as the reference), `token_labels` `(N, T)` (if
+        `positive_map` is given).
+        """
+        out = {"matched_idxs": [], "labels": [], "reg_targets": [], "token_labels": []}
+        offset = 0
+        for target, anchors_per_image in zip(targets, anchors):
+            gt_boxes = _boxes(target)
+            gt_labels = target.get_field("labels")
+            levels = [_boxes(a) for a in anchors_per_image]
+            anchor_boxes = torch.cat(levels, dim=0)
+            matched = atss_assign(levels, gt_boxes, self.topk, self.num_anchors_per_location)
+            is_pos = matched >= 0
+            safe = matched.clamp(min=0)
+
+            if gt_boxes.shape[0] > 0:
+                matched_labels = gt_labels.to(matched.device)[safe]
+                labels = torch.where(is_pos, matched_labels, torch.zeros_like(matched_labels))
+                reg_targets = self.box_coder.encode(gt_boxes[safe], anchor_boxes)
+            else:
+                labels = torch.zeros_like(matched)
+                reg_targets = torch.zeros_like(anchor_boxes)
+            out["matched_idxs"].append(matched)
+            out["labels"].append(labels)
+            out["reg_targets"].append(reg_targets)
+
+            if positive_map is not None:
+                num_gt = gt_boxes.shape[0]
+                rows = positive_map[offset:offset + num_gt].to(device=anchor_boxes.device, dtype=torch.float32)
+                offset += num_gt
+                no_object = torch.zeros(positive_map.shape[1], dtype=torch.float32, device=rows.device)
+                no_object[-1] = 1
+                if num_gt > 0:
+                    token_labels = torch.where(is_pos[:, None], rows[safe], no_object[None, :])
+                else:
+                    token_labels = no_object[None, :].repeat(matched.shape[0], 1)
+                out["token_labels"].append(token_labels)
+        return out
+
+    def _contrastive_maps(self, targets, prepared, positive_map, captions, width) -> torch.Tensor:
+        """`(B, N, width)` bool: each positive anchor's matched box's tokens (negatives all False)."""
+        tokenized = None
+        if self.tokenizer is not None and captions is not None:
+            tokenized = self.tokenizer(list(captions), padding="longest", return_tensors="pt")
+        maps, offset = [], 0
+        for i, (target, matched) in enumerate(zip(targets, prepared["matched_idxs"])):
+            num_gt = _boxes(target).shape[0]
+            spans_field = "tokens_positive" if target.has_field("tokens_positive") else "tokens"
+            if tokenized is not None and target.has_field(spans_field):
+                box_map = tokens_positive_map(tokenized, i, target.get_field(spans_field), width)
+            elif positive_map is None:
+                raise ValueError("contrastive align needs the positive_map or captions + 'tokens_positive' spans")
+            else:
+                box_map = positive_map[offset:offset + num_gt, :width] > 0
+            offset += num_gt
+            box_map = box_map.to(matched.device)
+            if num_gt == 0:
+                maps.append(torch.zeros((matched.shape[0], width), dtype=torch.bool, device=matched.device))
+            else:
+                maps.append(box_map[matched.clamp(min=0)] & (matched >= 0)[:, None])
+        return torch.stack(maps, dim=0)
+
+    def forward(self, box_regression: List[torch.Tensor], centerness: List[torch.Tensor], targets, anchors,
+                box_cls: Optional[List[torch.Tensor]] = None, positive_map: Optional[torch.Tensor] = None,
+                dot_product_logits: Optional[List[torch.Tensor]] = None, text_masks: Optional[torch.Tensor] = None,
+                token_logits: Optional[List[torch.Tensor]] = None,
+                contrastive_logits: Optional[List[torch.Tensor]] = None, proj_tokens: Optional[torch.Tensor] = None,
+                captions: Optional[Sequence[str]] = None,
+                ) -> Dict[str, torch.Tensor]:
+        """Raw (unweighted, except `loss_reg` x reg_loss_weight) losses.
+
+        Args:
+            box_regression: per level `(B, A*4, H_l, W_l)` (after the level Scale).
+            centerness: per level `(B, A, H_l, W_l)` logits.
+            targets: per image a BoxList with "labels" (and "tokens_positive" for contrastive align).
+            anchors: per image, per level anchor BoxLists (or `(H_l*W_l*A, 4)` tensors).
+            box_cls: per level `(B, A*C, H_l, W_l)` class logits -> `loss_cls`.
+            positive_map: `(sum of boxes, T)` binary token map of all images' boxes.
+            dot_product_logits: per level `(B, H_l*W_l*A, T)` -> `loss_dot_product_token`.
+            text_masks: `(B, T)` attention mask of the caption tokens.
+            token_logits: per level `(B, A*T, H_l, W_l)` -> `loss_token`.
+            contrastive_logits: per level `(B, H_l*W_l*A, T')` -> `loss_contrastive_align`.
+            proj_tokens: unused (kept for the reference's call signature).
+            captions: the batch's captions, for the contrastive-align token spans.
+
+        Returns a dict with `loss_reg`, `loss_centerness` and, when computed, `loss_cls`, `loss_token`,
+        `loss_contrastive_align`, `loss_dot_product_token` (scalars).
+        """
+        wants_tokens = (self.use_dot_product_token_loss and dot_product_logits is not None) or \
+            (self.use_token_loss and token_logits is not None)
+        if wants_tokens and positive_map is None:
+            raise ValueError("the token losses need the (sum of boxes, T) positive_map of the batch")
+        box_regression = [x.float() for x in box_regression]
+        centerness = [x.float() for x in centerness]
+        prepared = self.prepare_targets(targets, anchors, positive_map)
+        batch = len(prepared["labels"])
+
+        box_regression_flat = flatten_levels(box_regression, 4).reshape(-1, 4)
+        centerness_flat = torch.cat([c.permute(0, 2, 3, 1).reshape(batch, -1, 1) for c in centerness],
+                                    dim=1).reshape(-1)
+        labels_flat = torch.cat(prepared["labels"], dim=0)
+        reg_targets_flat = torch.cat(prepared["reg_targets"], dim=0)
+        anchors_flat = torch.cat([torch.cat([_boxes(a) for a in per_image], dim=0) for per_image in anchors], dim=0)
+
+        pos_inds = torch.nonzero(labels_flat > 0).squeeze(1)
+        num_gpus = get_world_size()
+        total_num_pos = reduce_sum(pos_inds.new_tensor([pos_inds.numel()])).item()
+        num_pos_avg = max(total_num_pos / float(num_gpus), 1.0)
+
+        losses = {}
+        if box_cls is not None:
+            num_classes = box_cls[0].shape[1] // (box_regression[0].shape[1] // 4)
+            box_cls_flat = flatten_levels([x.float() for x in box_cls], num_classes).reshape(-1, num_classes)
+            losses["loss_cls"] = self.cls_loss_func(box_cls_flat, labels_flat.int()) / num_pos_avg
+
+        token_labels = torch.stack(prepared["token_labels"], dim=0) if positive_map is not None else None
+        if self.use_token_loss and token_logits is not None:
+            num_tokens = token_logits[0].shape[1] // (box_regression[0].shape[1] // 4)
+            stacked = flatten_levels([x.float() for x in token_logits], num_tokens)
+            losses["loss_token"] = self.token_loss_func(stacked, token_labels, text_masks) / num_pos_avg
+        if self.use_contrastive_align_loss and contrastive_logits is not None:
+            logits = torch.cat([x.float() for x in contrastive_logits], dim=1)
+            maps = self._contrastive_maps(targets, prepared, positive_map, captions, logits.shape[-1])
+            losses["loss_contrastive_align"] = contrastive_align_loss(logits, maps) / num_pos_avg
+        if self.use_dot_product_token_loss and dot_product_logits is not None:
+            logits = torch.cat([x.float() for x in dot_product_logits], dim=1)
+            losses["loss_dot_product_token"] = self.token_loss_func(logits, token_labels, text_masks) / num_pos_avg
+
+        box_regression_pos = box_regression_flat[pos_inds]
+        centerness_pos = centerness_flat[pos_inds]
+        if pos_inds.numel() > 0:
+            reg_targets_pos = reg_targets_flat[pos_inds]
+            anchors_pos = anchors_flat[pos_inds]
+            ctr_targets = centerness_targets(reg_targets_pos, anchors_pos, self.box_coder)
+            ctr_sum_avg = reduce_sum(ctr_targets.sum()).item() / float(num_gpus)
+            pred_boxes = self.box_coder.decode(box_regression_pos, anchors_pos)
+            gt_boxes = self.box_coder.decode(reg_targets_pos, anchors_pos)
+            reg_loss = giou_loss(pred_boxes, gt_boxes, weight=ctr_targets) / ctr_sum_avg
+            centerness_loss = F.binary_cross_entropy_with_logits(
+                centerness_pos, ctr_targets, reduction="sum") / num_pos_avg
+        else:
+            reg_loss = box_regression_pos.sum()
+            reduce_sum(centerness_flat.new_zeros(()))
+            centerness_loss = centerness_pos.sum()
+        losses["loss_reg"] = reg_loss * self.reg_loss_weight
+        losses["loss_centerness"] = centerness_loss
+        return losses
+
+
+def build_atss_loss(cfg, box_coder) -> ATSSLoss:
+    """`ATSSLoss` from the official config keys (MODEL.ATSS, MODEL.FOCAL, MODEL.DYHEAD.FUSE_CONFIG, MODEL.RPN)."""
+    fuse = cfg.MODEL.DYHEAD.FUSE_CONFIG
+    tokenizer = None
+    if fuse.USE_CONTRASTIVE_ALIGN_LOSS:
+        from glip.modeling.language.tokenizer import build_tokenizer
+
+        tokenizer = build_tokenizer(cfg.MODEL.LANGUAGE_BACKBONE.MODEL_TYPE)
+    return ATSSLoss(
+        box_coder,
+        topk=cfg.MODEL.ATSS.TOPK,
+        num_anchors_per_location=len(cfg.MODEL.RPN.ASPECT_RATIOS) * cfg.MODEL.RPN.SCALES_PER_OCTAVE,
+        focal_alpha=cfg.MODEL.FOCAL.LOSS_ALPHA,
+        focal_gamma=cfg.MODEL.FOCAL.LOSS_GAMMA,
+        token_alpha=fuse.TOKEN_ALPHA,
+        token_gamma=fuse.TOKEN_GAMMA,
+        reg_loss_weight=cfg.MODEL.ATSS.REG_LOSS_WEIGHT,
+        use_dot_product_token_loss=fuse.USE_DOT_PRODUCT_TOKEN_LOSS,
+        use_token_loss=fuse.USE_TOKEN_LOSS,
+        use_contrastive_align_loss=fuse.USE_CONTRASTIVE_ALIGN_LOSS,
+        tokenizer=tokenizer,
+    )

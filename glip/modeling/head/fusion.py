@@ -1,0 +1,221 @@
+"""Early vision-language fusion of the VLDyHead: bidirectional cross-attention (GLIP "MHA-B").
+
+`BiMultiHeadAttention` attends image->text and text->image with one shared attention matrix,
+`BiAttentionBlockForCheckpoint` adds pre-LayerNorm and layer-scale residuals over all FPN levels at once, and
+`VLFuse` is the dyhead tower module wrapping it (dict in, dict out).
+"""
+from typing import List, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+import torch.utils.checkpoint as checkpoint
+from timm.layers import DropPath
+from torch import nn
+
+CLAMP_LIMIT = 50000.0
+MASKED_TEXT_LOGIT = -9e15
+
+
+def _clamp(x: torch.Tensor, clamp_min: bool, clamp_max: bool) -> torch.Tensor:
+    if clamp_min:
+        x = x.clamp(min=-CLAMP_LIMIT)
+    if clamp_max:
+        x = x.clamp(max=CLAMP_LIMIT)
+    return x
+
+
+class BiMultiHeadAttention(nn.Module):
+    """Bidirectional multi-head attention between visual tokens v (B, N, v_dim) and text tokens l (B, T, l_dim).
+
+    A = (v_proj(v) * head_dim^-0.5) k^T with k = l_proj(l), per head: (B*heads, N, T).
+    Image side: softmax over text of A + mask bias (-9e15 at padded tokens) -> values_l_proj(l) -> out_v_proj.
+    Text side: softmax over ALL visual positions (no image mask) of A^T - rowmax -> values_v_proj(v) -> out_l_proj.
+    The clamp flags bound the logits to +-50000 (fp16 safety in the reference). Attention dropout uses the
+    float attribute `dropout`.
+    Returns (delta_v (B, N, v_dim), delta_l (B, T, l_dim)).
+    """
+
+    def __init__(self, v_dim: int, l_dim: int, embed_dim: int, num_heads: int, dropout: float = 0.1,
+                 stable_softmax_2d: bool = False, clamp_min_for_underflow: bool = False,
+                 clamp_max_for_overflow: bool = False):
+        super().__init__()
+        if embed_dim % num_heads != 0:
+            raise ValueError(f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads})")
+        self.embed_dim = embed_dim
+        self.num_heads = num_heads
+        self.head_dim = embed_dim // num_heads
+        self.v_dim = v_dim
+        self.l_dim = l_dim
+        self.scale = self.head_dim ** (-0.5)
+        self.dropout = float(dropout)
+        self.stable_softmax_2d = stable_softmax_2d
+        self.clamp_min_for_underflow = clamp_min_for_underflow
+        self.clamp_max_for_overflow = clamp_max_for_overflow
+
+        self.v_proj = nn.Linear(v_dim, embed_dim)
+        self.l_proj = nn.Linear(l_dim, embed_dim)
+        self.values_v_proj = nn.Linear(v_dim, embed_dim)
+        self.values_l_proj = nn.Linear(l_dim, embed_dim)
+        self.out_v_proj = nn.Linear(embed_dim, v_dim)
+        self.out_l_proj = nn.Linear(embed_dim, l_dim)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        """Xavier-uniform weights and zero biases for all six projections (as the reference)."""
+        for linear in (self.v_proj, self.l_proj, self.values_v_proj, self.values_l_proj,
+                       self.out_v_proj, self.out_l_proj):
+            nn.init.xavier_uniform_(linear.weight)
+            nn.init.zeros_(linear.bias)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, S, embed) -> (B*heads, S, head_dim)."""
+        bsz, seq = x.shape[:2]
+        return x.view(bsz, seq, self.num_heads, self.head_dim).transpose(1, 2).reshape(
+            bsz * self.num_heads, seq, self.head_dim)
+
+    def _merge(self, x: torch.Tensor, bsz: int) -> torch.Tensor:
+        """(B*heads, S, head_dim) -> (B, S, embed)."""
+        seq = x.shape[1]
+        return x.view(bsz, self.num_heads, seq, self.head_dim).transpose(1, 2).reshape(bsz, seq, self.embed_dim)
+
+    def forward(self, v: torch.Tensor, l: torch.Tensor,
+                attention_mask_l: torch.Tensor = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        bsz, tgt_len, _ = v.shape
+        src_len = l.shape[1]
+        query = self._heads(self.v_proj(v) * self.scale)
+        key = self._heads(self.l_proj(l))
+        value_v = self._heads(self.values_v_proj(v))
+        value_l = self._heads(self.values_l_proj(l))
+
+        attn = torch.bmm(query, key.transpose(1, 2))
+        if self.stable_softmax_2d:
+            attn = attn - attn.max()
+        attn = _clamp(attn, self.clamp_min_for_underflow, self.clamp_max_for_overflow)
+
+        attn_t = attn.transpose(1, 2)
+        attn_l = attn_t - attn_t.max(dim=-1, keepdim=True)[0]
+        attn_l = _clamp(attn_l, self.clamp_min_for_underflow, self.clamp_max_for_overflow).softmax(dim=-1)
+
+        if attention_mask_l is not None:
+            if attention_mask_l.dim() != 2:
+                raise ValueError(f"attention_mask_l must be (B, T), got {tuple(attention_mask_l.shape)}")
+            # the reference adds the 0/1 mask itself with zeros replaced by -9e15 (valid tokens get +1);
+            # built in fp32 then cast, so under fp16 the padded tokens get -inf as in the reference
+            bias = attention_mask_l.float().masked_fill(attention_mask_l == 0, MASKED_TEXT_LOGIT).to(attn.dtype)
+            attn = (attn.view(bsz, self.num_heads, tgt_len, src_len) + bias[:, None, None, :]).view(
+                bsz * self.num_heads, tgt_len, src_len)
+        attn_v = attn.softmax(dim=-1)
+
+        attn_v = F.dropout(attn_v, p=self.dropout, training=self.training)
+        attn_l = F.dropout(attn_l, p=self.dropout, training=self.training)
+        out_v = self._merge(torch.bmm(attn_v, value_l), bsz)
+        out_l = self._merge(torch.bmm(attn_l, value_v), bsz)
+        return self.out_v_proj(out_v), self.out_l_proj(out_l)
+
+
+class BiAttentionBlockForCheckpoint(nn.Module):
+    """Pre-LN bidirectional attention block over all FPN levels flattened into one visual sequence.
+
+    forward(visual: 5 x (B, C, H_l, W_l), l (B, T, l_dim), attention_mask_l (B, T)) ->
+        (5 x (B, C, H_l, W_l), l0 (B, T, l_dim)) with
+        v' = LN_v(v) + drop_path(gamma_v * delta_v),  l0 = LN_l(l) + drop_path(gamma_l * delta_l)
+    (the residual is on the normalised inputs, as in the reference).
+    """
+
+    def __init__(self, v_dim: int, l_dim: int, embed_dim: int, num_heads: int, dropout: float = 0.1,
+                 drop_path: float = 0.0, init_values: float = 1e-4, stable_softmax_2d: bool = False,
+                 clamp_min_for_underflow: bool = False, clamp_max_for_overflow: bool = False):
+        super().__init__()
+        self.layer_norm_v = nn.LayerNorm(v_dim)
+        self.layer_norm_l = nn.LayerNorm(l_dim)
+        self.attn = BiMultiHeadAttention(v_dim, l_dim, embed_dim, num_heads, dropout=dropout,
+                                         stable_softmax_2d=stable_softmax_2d,
+                                         clamp_min_for_underflow=clamp_min_for_underflow,
+                                         clamp_max_for_overflow=clamp_max_for_overflow)
+        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.gamma_v = nn.Parameter(init_values * torch.ones(v_dim))
+        self.gamma_l = nn.Parameter(init_values * torch.ones(l_dim))
+
+    def single_attention_call(self, v: torch.Tensor, l: torch.Tensor,
+                              attention_mask_l: torch.Tensor = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """v (B, N, v_dim), l (B, T, l_dim) -> fused (v, l) of the same shapes."""
+        v = self.layer_norm_v(v)
+        l = self.layer_norm_l(l)
+        delta_v, delta_l = self.attn(v, l, attention_mask_l=attention_mask_l)
+        v = v + self.drop_path(self.gamma_v * delta_v)
+        l = l + self.drop_path(self.gamma_l * delta_l)
+        return v, l
+
+    def forward(self, visual: Sequence[torch.Tensor], l: torch.Tensor,
+                attention_mask_l: torch.Tensor = None) -> Tuple[List[torch.Tensor], torch.Tensor]:
+        bsz, channels = visual[0].shape[:2]
+        sizes = [tuple(feat.shape[-2:]) for feat in visual]
+        flat = torch.cat([feat.flatten(2).transpose(1, 2) for feat in visual], dim=1)
+        new_v, new_l = self.single_attention_call(flat, l, attention_mask_l=attention_mask_l)
+        new_v = new_v.transpose(1, 2)
+        out, start = [], 0
+        for h, w in sizes:
+            out.append(new_v[:, :, start:start + h * w].reshape(bsz, -1, h, w).contiguous())
+            start += h * w
+        return out, new_l
+
+
+class VLFuse(nn.Module):
+    """Dyhead tower module doing early fusion; only the bidirectional type "MHA-B" is implemented.
+
+    forward({"visual": 5 x (B, 256, H_l, W_l), "lang": dict with "hidden" (B, T, 768), "masks" (B, T)}) ->
+    {"visual": fused levels, "lang": a copy of the lang dict with "hidden" = fused text l0}.
+    `use_checkpoint` recomputes the block in backward (cfg.MODEL.DYHEAD.USE_CHECKPOINT) while training.
+    """
+
+    SUPPORTED_TYPES = ("MHA-B",)
+
+    def __init__(self, fuse_type: str = "MHA-B", visual_dim: int = 256, lang_dim: int = 768,
+                 embed_dim: int = 2048, num_heads: int = 8, dropout: float = 0.1, drop_path: float = 0.0,
+                 init_values: float = 1.0 / 6, stable_softmax_2d: bool = False,
+                 clamp_min_for_underflow: bool = False, clamp_max_for_overflow: bool = False,
+                 use_checkpoint: bool = False):
+        super().__init__()
+        if fuse_type not in self.SUPPORTED_TYPES:
+            raise NotImplementedError(f"VLFuse type '{fuse_type}' is not implemented "
+                                      f"(supported: {self.SUPPORTED_TYPES})")
+        self.fuse_type = fuse_type
+        self.use_checkpoint = use_checkpoint
+        self.b_attn = BiAttentionBlockForCheckpoint(
+            v_dim=visual_dim, l_dim=lang_dim, embed_dim=embed_dim, num_heads=num_heads, dropout=dropout,
+            drop_path=drop_path, init_values=init_values, stable_softmax_2d=stable_softmax_2d,
+            clamp_min_for_underflow=clamp_min_for_underflow, clamp_max_for_overflow=clamp_max_for_overflow)
+
+    def forward(self, x: dict) -> dict:
+        lang = x["lang"]
+        args = (list(x["visual"]), lang["hidden"], lang["masks"])
+        if self.use_checkpoint and self.training and torch.is_grad_enabled():
+            visual, l0 = checkpoint.checkpoint(self.b_attn, *args, use_reentrant=False)
+        else:
+            visual, l0 = self.b_attn(*args)
+        new_lang = dict(lang)
+        new_lang["hidden"] = l0
+        return {"visual": visual, "lang": new_lang}
+
+
+def build_vlfuse(cfg) -> VLFuse:
+    """VLFuse from cfg.MODEL.DYHEAD (FUSE_CONFIG.*, NUM_CONVS, USE_CHECKPOINT) and cfg.MODEL.LANGUAGE_BACKBONE."""
+    fuse = cfg.MODEL.DYHEAD.FUSE_CONFIG
+    lang = cfg.MODEL.LANGUAGE_BACKBONE
+    if fuse.TYPE == "MHA-B" and fuse.SEPARATE_BIDIRECTIONAL:
+        raise NotImplementedError("VLFuse MHA-B with FUSE_CONFIG.SEPARATE_BIDIRECTIONAL is not implemented")
+    lang_dim = lang.LANG_DIM if lang.MODEL_TYPE in ("bert-base-uncased", "roberta-base", "clip") else 1024
+    return VLFuse(
+        fuse_type=fuse.TYPE,
+        visual_dim=fuse.JOINT_EMB_SIZE,
+        lang_dim=lang_dim,
+        embed_dim=2048,
+        num_heads=8,
+        dropout=0.1,
+        drop_path=0.0,
+        init_values=1.0 / cfg.MODEL.DYHEAD.NUM_CONVS,
+        stable_softmax_2d=fuse.STABLE_SOFTMAX_2D,
+        clamp_min_for_underflow=fuse.CLAMP_MIN_FOR_UNDERFLOW,
+        clamp_max_for_overflow=fuse.CLAMP_MAX_FOR_OVERFLOW,
+        use_checkpoint=getattr(cfg.MODEL.DYHEAD, "USE_CHECKPOINT", False),
+    )

@@ -1,0 +1,155 @@
+"""The VLDyHead: a tower of fusion / text / DyConv blocks followed by the shared per-level predictors.
+
+Key layout (as in the official checkpoints): `dyhead_tower.{i}` for the tower modules in order, then
+`cls_logits`, `bbox_pred`, `centerness`, `scales.{l}.scale`, and for the dot-product token head
+`dot_product_projection_text`, `log_scale`, `bias_lang`, `bias0`.
+"""
+import math
+from typing import Dict, List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from glip.layers.scale import Scale
+
+
+def flatten_levels(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, H*W, C), locations in row-major (y, x) order."""
+    return x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, x.shape[1])
+
+
+class VLDyHead(nn.Module):
+    """Fusion tower + predictors.
+
+    Args:
+        tower: the tower modules in checkpoint order; each maps `{"visual": [5 x (B, C, H_l, W_l)], "lang": dict}`
+            to a dict of the same form.
+        channels: visual channels C (256).
+        num_classes: width of the classic `cls_logits` (DYHEAD.NUM_CLASSES - 1); kept for checkpoint
+            compatibility and for the post-processor's class-vector width.
+        lang_dim: text feature width (768).
+        num_anchors: anchors per location (1 for GLIP).
+        num_levels: number of FPN levels (one `Scale` each).
+        prior_prob: focal-loss prior used to initialise biases.
+        log_scale: initial value of the dot-product temperature `log_scale`.
+        use_dot_product: build the region-token dot-product head (USE_DOT_PRODUCT_TOKEN_LOSS).
+        use_fused_features_dot_product: score regions against the tower's fused text (True) or against the
+            language backbone's `embedded` features passed to `forward` (False, GLIP-T(A)).
+        clamp_dot_product: clamp the token logits to [-50000, 50000] (CLAMP_DOT_PRODUCT).
+        use_contrastive_align: build the MDETR-style contrastive-alignment projections instead.
+        contrastive_dim: their width (CONTRASTIVE_HIDDEN_DIM).
+        num_tokens, use_token_loss: the old per-location token classifier (USE_TOKEN_LOSS).
+        mlm_head: optional masked-language-model head applied to the fused text (MLM_LOSS).
+    """
+
+    def __init__(
+        self,
+        tower: Sequence[nn.Module],
+        channels: int = 256,
+        num_classes: int = 80,
+        lang_dim: int = 768,
+        num_anchors: int = 1,
+        num_levels: int = 5,
+        prior_prob: float = 0.01,
+        log_scale: float = 0.0,
+        use_dot_product: bool = True,
+        use_fused_features_dot_product: bool = True,
+        clamp_dot_product: bool = True,
+        use_contrastive_align: bool = False,
+        contrastive_dim: int = 64,
+        use_token_loss: bool = False,
+        num_tokens: int = 256,
+        mlm_head: Optional[nn.Module] = None,
+    ):
+        super().__init__()
+        if use_dot_product and use_contrastive_align:
+            raise ValueError("the dot-product token head and the contrastive-align head exclude each other")
+        self.dyhead_tower = nn.Sequential(*tower)
+        self.use_dot_product = use_dot_product
+        self.use_fused_features_dot_product = use_fused_features_dot_product
+        self.clamp_dot_product = clamp_dot_product
+        self.use_contrastive_align = use_contrastive_align
+        self.use_token_loss = use_token_loss
+
+        bias_value = -math.log((1 - prior_prob) / prior_prob)
+        self.cls_logits = nn.Conv2d(channels, num_anchors * num_classes, kernel_size=1)
+        self.bbox_pred = nn.Conv2d(channels, num_anchors * 4, kernel_size=1)
+        self.centerness = nn.Conv2d(channels, num_anchors, kernel_size=1)
+        for conv in (self.cls_logits, self.bbox_pred, self.centerness):
+            nn.init.normal_(conv.weight, std=0.01)
+            nn.init.constant_(conv.bias, 0.0)
+        nn.init.constant_(self.cls_logits.bias, bias_value)
+        self.scales = nn.ModuleList([Scale(1.0) for _ in range(num_levels)])
+
+        if use_token_loss:
+            self.token_logits = nn.Conv2d(channels, num_anchors * num_tokens, kernel_size=1)
+            nn.init.normal_(self.token_logits.weight, std=0.01)
+            nn.init.constant_(self.token_logits.bias, bias_value)
+        if use_contrastive_align:
+            self.contrastive_align_projection_image = nn.Conv2d(channels, num_anchors * contrastive_dim, 1)
+            self.contrastive_align_projection_text = nn.Linear(channels, contrastive_dim, bias=True)
+            nn.init.normal_(self.contrastive_align_projection_image.weight, std=0.01)
+            nn.init.constant_(self.contrastive_align_projection_image.bias, 0.0)
+            self.log_scale = nn.Parameter(torch.tensor([float(log_scale)]))
+        if use_dot_product:
+            self.dot_product_projection_text = nn.Linear(lang_dim, num_anchors * channels, bias=True)
+            self.log_scale = nn.Parameter(torch.tensor([float(log_scale)]))
+            self.bias_lang = nn.Parameter(torch.zeros(lang_dim))
+            self.bias0 = nn.Parameter(torch.tensor([bias_value]))
+        self.mlm_head = mlm_head
+
+    def forward(self, features: List[torch.Tensor], language: Dict[str, torch.Tensor],
+                embedding: Optional[torch.Tensor] = None) -> Dict[str, object]:
+        """Run the tower and the predictors.
+
+        Args:
+            features: FPN levels, 5 x (B, C, H_l, W_l).
+            language: the language dict (`hidden` (B, T, D), `masks` (B, T), `embedded`, `aggregate`).
+            embedding: text features to score against when the fused ones are not used, (B, T, D).
+
+        Returns a dict: `box_cls`, `box_regression` (after the per-level Scale), `centerness`: lists of
+        (B, A*K, H_l, W_l); `dot_product_logits`: list of (B, H_l*W_l*A, T) or None; `token_logits`,
+        `contrastive_logits`, `proj_tokens`, `mlm_logits` where enabled (else None); `fused_visual`: the
+        tower's visual output; `lang`: the tower's language dict.
+        """
+        tower_out = self.dyhead_tower({"visual": list(features), "lang": language})
+        visual = tower_out["visual"]
+        if self.use_fused_features_dot_product:
+            embedding = tower_out["lang"]["hidden"]
+
+        out = {"box_cls": [], "box_regression": [], "centerness": [], "dot_product_logits": None,
+               "token_logits": None, "contrastive_logits": None, "proj_tokens": None, "mlm_logits": None,
+               "fused_visual": visual, "lang": tower_out["lang"]}
+        if self.mlm_head is not None:
+            out["mlm_logits"] = self.mlm_head(embedding)
+
+        if self.use_dot_product:
+            normed = F.normalize(embedding, p=2, dim=-1)
+            proj_tokens = self.dot_product_projection_text(normed / 2.0)            # (B, T, C)
+            token_bias = torch.matmul(normed, self.bias_lang) + self.bias0            # (B, T)
+            inv_temp = self.log_scale.exp()
+            out["dot_product_logits"] = []
+        if self.use_contrastive_align:
+            out["proj_tokens"] = F.normalize(self.contrastive_align_projection_text(embedding), p=2, dim=-1)
+            out["contrastive_logits"] = []
+        if self.use_token_loss:
+            out["token_logits"] = []
+
+        for level, x in enumerate(visual):
+            out["box_cls"].append(self.cls_logits(x))
+            out["box_regression"].append(self.scales[level](self.bbox_pred(x)))
+            out["centerness"].append(self.centerness(x))
+            if self.use_token_loss:
+                out["token_logits"].append(self.token_logits(x))
+            if self.use_contrastive_align:
+                queries = F.normalize(flatten_levels(self.contrastive_align_projection_image(x)), p=2, dim=-1)
+                out["contrastive_logits"].append(
+                    torch.matmul(queries, out["proj_tokens"].transpose(-1, -2)) / self.log_scale.exp())
+            if self.use_dot_product:
+                queries = flatten_levels(x)                                            # (B, HW, C)
+                logits = torch.matmul(queries, proj_tokens.transpose(-1, -2)) / inv_temp + token_bias[:, None, :]
+                if self.clamp_dot_product:
+                    logits = logits.clamp(min=-50000.0, max=50000.0)
+                out["dot_product_logits"].append(logits)
+        return out

@@ -1,0 +1,111 @@
+"""CPU benchmarks. Modes (one per flag, more can be added as further `--<mode>` flags):
+
+    --ops   the compiled DCNv2 (glip._C) side by side with torchvision.ops.deform_conv2d: median forward and
+            forward+backward times of a 256->256 3x3 modulated deformable conv (batch 1) on every FPN level of
+            an 800x1216 input, and the speed-ups.
+
+Example: `python tools/benchmark.py --ops --threads 2`.
+"""
+import argparse
+import logging
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from glip.layers import extension  # noqa: E402
+
+logger = logging.getLogger("benchmark")
+
+FPN_LEVELS = ((100, 152), (50, 76), (25, 38), (13, 19), (7, 10))
+
+
+def _median_seconds(fn, repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _dcn_inputs(height: int, width: int, channels: int, seed: int = 0):
+    """Inputs of one DyConv deformable conv: x (1, C, H, W), offset (1, 18, H, W), mask (1, 9, H, W), weight, bias."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(1, channels, height, width, generator=gen)
+    offset = 2.0 * torch.randn(1, 18, height, width, generator=gen)
+    mask = torch.rand(1, 9, height, width, generator=gen)
+    weight = torch.randn(channels, channels, 3, 3, generator=gen) / (channels * 9) ** 0.5
+    bias = 0.02 * torch.randn(channels, generator=gen)
+    return [t.requires_grad_() for t in (x, offset, mask, weight, bias)]
+
+
+def _ext_dcn(x, offset, mask, weight, bias):
+    return extension.modulated_deform_conv(x, offset, mask, weight, bias, 1, 1, 1, 1, 1)
+
+
+def _torchvision_dcn(x, offset, mask, weight, bias):
+    import torchvision
+
+    return torchvision.ops.deform_conv2d(x, offset, weight, bias, stride=1, padding=1, mask=mask)
+
+
+def _time_impl(impl, inputs, repeats: int):
+    def forward():
+        with torch.no_grad():
+            impl(*inputs)
+
+    def forward_backward():
+        for t in inputs:
+            t.grad = None
+        impl(*inputs).sum().backward()
+
+    return _median_seconds(forward, repeats), _median_seconds(forward_backward, repeats)
+
+
+def bench_ops(args) -> list:
+    """Rows (level, ext fwd, tv fwd, ext fwd+bwd, tv fwd+bwd) in seconds; logs a table."""
+    if extension.load() is None:
+        logger.warning("glip._C is not available: only torchvision is timed")
+    levels = FPN_LEVELS[: args.levels]
+    rows = []
+    header = f"{'level':>9} | {'ext fwd':>9} {'tv fwd':>9} {'speed-up':>8} | {'ext f+b':>9} {'tv f+b':>9} {'speed-up':>8}"
+    logger.info("DCNv2 256->256 3x3, batch 1, %d threads, median of %d runs (ms)", torch.get_num_threads(),
+                args.repeats)
+    logger.info(header)
+    for height, width in levels:
+        inputs = _dcn_inputs(height, width, args.channels)
+        ext = _time_impl(_ext_dcn, inputs, args.repeats) if extension.load() is not None else (float("nan"),) * 2
+        tv = _time_impl(_torchvision_dcn, inputs, args.repeats)
+        rows.append(((height, width), ext[0], tv[0], ext[1], tv[1]))
+        logger.info(f"{height:>4}x{width:<4} | {ext[0] * 1e3:9.1f} {tv[0] * 1e3:9.1f} {tv[0] / ext[0]:7.2f}x | "
+                    f"{ext[1] * 1e3:9.1f} {tv[1] * 1e3:9.1f} {tv[1] / ext[1]:7.2f}x")
+    total = [sum(r[i] for r in rows) for i in range(1, 5)]
+    logger.info(f"{'all':>9} | {total[0] * 1e3:9.1f} {total[1] * 1e3:9.1f} {total[1] / total[0]:7.2f}x | "
+                f"{total[2] * 1e3:9.1f} {total[3] * 1e3:9.1f} {total[3] / total[2]:7.2f}x")
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ops", action="store_true", help="compiled DCNv2 vs torchvision on the FPN levels")
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (median)")
+    parser.add_argument("--levels", type=int, default=len(FPN_LEVELS), help="first N FPN levels (P3 first)")
+    parser.add_argument("--channels", type=int, default=256, help="input = output channels")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    torch.set_num_threads(args.threads)
+    if not args.ops:
+        parser.error("choose a mode, e.g. --ops")
+    bench_ops(args)
+
+
+if __name__ == "__main__":
+    main()

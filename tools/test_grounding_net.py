@@ -1,0 +1,113 @@
+"""Evaluate a GLIP checkpoint: detection as grounding (COCO, LVIS, ODinW) or phrase grounding (Flickr30k).
+
+Usage (as the reference):
+    python tools/test_grounding_net.py --config-file configs/pretrain/glip_Swin_T_O365_GoldG.yaml \
+        --weight MODEL/glip_tiny_model_o365_goldg.pth [--task_config configs/odinw_13/pothole.yaml] \
+        TEST.IMS_PER_BATCH 1 MODEL.DEVICE cpu OUTPUT_DIR OUTPUT
+
+Results go to ``OUTPUT_DIR/eval/<weight file stem>/inference/<dataset>/`` (``OUTPUT_DIR/inference/``
+without ``--weight``); the log to ``log.txt`` in ``OUTPUT_DIR/eval/<stem>``.
+"""
+import importlib.util
+import logging
+import os
+import sys
+
+if importlib.util.find_spec("glip") is None:
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from glip.utils import cli  # noqa: E402
+
+ENGINE = "glip.engine.inference"
+logger = logging.getLogger("glip.tools.test_grounding_net")
+
+
+def eval_log_dir(cfg, weight):
+    """``OUTPUT_DIR/eval/<weight stem>`` when ``--weight`` is given, else ``OUTPUT_DIR``."""
+    if weight:
+        return os.path.join(cfg.OUTPUT_DIR, "eval", os.path.splitext(os.path.basename(weight))[0])
+    return cfg.OUTPUT_DIR
+
+
+def iou_types_of(cfg):
+    """Evaluation types implied by the heads that are on."""
+    iou_types = ("bbox",)
+    if cfg.MODEL.MASK_ON:
+        iou_types += ("segm",)
+    if cfg.MODEL.KEYPOINT_ON:
+        iou_types += ("keypoints",)
+    return iou_types
+
+
+def evaluate(model, cfg, log_dir, distributed):
+    """Run inference + evaluation of ``model`` on every dataset of ``cfg.DATASETS.TEST``."""
+    from glip.data.build import make_data_loader
+    from glip.engine.inference import inference
+    from glip.utils.comm import synchronize
+
+    dataset_names = list(cfg.DATASETS.TEST)
+    if dataset_names and isinstance(dataset_names[0], (list, tuple)):
+        dataset_names = [name for group in dataset_names for name in group]
+    if not log_dir:
+        return
+    output_folders = []
+    for name in dataset_names:
+        folder = os.path.join(log_dir, "inference", name)
+        os.makedirs(folder, exist_ok=True)
+        output_folders.append(folder)
+    data_loaders = make_data_loader(cfg, is_train=False, is_distributed=distributed)
+    box_only = cfg.MODEL.RPN_ONLY and (cfg.MODEL.RPN_ARCHITECTURE == "RPN" or cfg.DATASETS.CLASS_AGNOSTIC)
+    for folder, name, data_loader in zip(output_folders, dataset_names, data_loaders):
+        inference(
+            model,
+            data_loader,
+            dataset_name=name,
+            iou_types=iou_types_of(cfg),
+            box_only=box_only,
+            device=cfg.MODEL.DEVICE,
+            expected_results=cfg.TEST.EXPECTED_RESULTS,
+            expected_results_sigma_tol=cfg.TEST.EXPECTED_RESULTS_SIGMA_TOL,
+            output_folder=folder,
+            cfg=cfg,
+        )
+        synchronize()
+
+
+def main(cfg, args):
+    """Build the model, load the checkpoint, evaluate once per task config. Returns the exit code."""
+    if not cli.engine_available(ENGINE):
+        return cli.report_missing_engine(logger, ENGINE, "evaluation")
+    from glip.modeling.detector import build_detection_model
+    from glip.utils.checkpoint import DetectronCheckpointer
+
+    model = build_detection_model(cfg)
+    model.to(cfg.MODEL.DEVICE)
+    checkpointer = DetectronCheckpointer(cfg, model, save_dir=cfg.OUTPUT_DIR)
+    if args.weight:
+        checkpointer.load(args.weight, force=True)
+    else:
+        checkpointer.load(cfg.MODEL.WEIGHT)
+    log_dir = eval_log_dir(cfg, args.weight)
+    for task_cfg in cli.task_config_variants(cfg, args.task_config, args.opts):
+        evaluate(model, task_cfg, log_dir, args.distributed)
+    return 0
+
+
+def run(argv=None):
+    """Parse the command line, merge the config, set up logging, then :func:`main`."""
+    args = cli.parse_args("test_grounding_net", argv)
+    cli.init_distributed(args)
+    cfg = cli.merge_config(cli.base_config(args), args.config_file, args.opts)
+    cfg.freeze()
+    log_dir = eval_log_dir(cfg, args.weight)
+    if log_dir:
+        os.makedirs(log_dir, exist_ok=True)
+    run_logger = cli.setup_run_logger(log_dir)
+    run_logger.info(args)
+    run_logger.info("Using %d processes", args.num_gpus)
+    run_logger.info("Running with config:\n%s", cfg)
+    return main(cfg, args)
+
+
+if __name__ == "__main__":
+    sys.exit(run())
