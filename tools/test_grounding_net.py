@@ -39,8 +39,27 @@ def iou_types_of(cfg):
     return iou_types
 
 
+def format_results(results):
+    """A text table: one line per dataset with its metrics (COCO, LVIS or Flickr results)."""
+    lines = []
+    for name, result in results.items():
+        if result is None:
+            continue
+        if isinstance(result, tuple):  # COCO: (COCOResults, coco_results)
+            metrics = {"{}/{}".format(t, m): v for t, per in result[0].results.items() for m, v in per.items()}
+        else:
+            metrics = dict(result)
+        cells = ", ".join("{}: {:.4f}".format(k, v) if isinstance(v, float) else "{}: {}".format(k, v)
+                          for k, v in metrics.items())
+        lines.append("{}: {}".format(name, cells))
+    return "\n".join(lines)
+
+
 def evaluate(model, cfg, log_dir, distributed):
-    """Run inference + evaluation of ``model`` on every dataset of ``cfg.DATASETS.TEST``."""
+    """Run inference + evaluation of ``model`` on every dataset of ``cfg.DATASETS.TEST``.
+
+    Returns ``{dataset name: evaluation result}`` (results are None on ranks other than 0).
+    """
     from glip.data.build import make_data_loader
     from glip.engine.inference import inference
     from glip.utils.comm import synchronize
@@ -48,8 +67,9 @@ def evaluate(model, cfg, log_dir, distributed):
     dataset_names = list(cfg.DATASETS.TEST)
     if dataset_names and isinstance(dataset_names[0], (list, tuple)):
         dataset_names = [name for group in dataset_names for name in group]
+    results = {}
     if not log_dir:
-        return
+        return results
     output_folders = []
     for name in dataset_names:
         folder = os.path.join(log_dir, "inference", name)
@@ -58,7 +78,7 @@ def evaluate(model, cfg, log_dir, distributed):
     data_loaders = make_data_loader(cfg, is_train=False, is_distributed=distributed)
     box_only = cfg.MODEL.RPN_ONLY and (cfg.MODEL.RPN_ARCHITECTURE == "RPN" or cfg.DATASETS.CLASS_AGNOSTIC)
     for folder, name, data_loader in zip(output_folders, dataset_names, data_loaders):
-        inference(
+        results[name] = inference(
             model,
             data_loader,
             dataset_name=name,
@@ -71,25 +91,29 @@ def evaluate(model, cfg, log_dir, distributed):
             cfg=cfg,
         )
         synchronize()
+    return results
 
 
 def main(cfg, args):
     """Build the model, load the checkpoint, evaluate once per task config. Returns the exit code."""
     if not cli.engine_available(ENGINE):
         return cli.report_missing_engine(logger, ENGINE, "evaluation")
+    from glip.engine.weights import load_weights
     from glip.modeling.detector import build_detection_model
-    from glip.utils.checkpoint import DetectronCheckpointer
 
     model = build_detection_model(cfg)
     model.to(cfg.MODEL.DEVICE)
-    checkpointer = DetectronCheckpointer(cfg, model, save_dir=cfg.OUTPUT_DIR)
-    if args.weight:
-        checkpointer.load(args.weight, force=True)
+    weight = args.weight or cfg.MODEL.WEIGHT
+    if weight:
+        load_weights(model, weight)
     else:
-        checkpointer.load(cfg.MODEL.WEIGHT)
+        logger.warning("no --weight and no MODEL.WEIGHT: evaluating randomly initialised weights")
     log_dir = eval_log_dir(cfg, args.weight)
+    all_results = {}
     for task_cfg in cli.task_config_variants(cfg, args.task_config, args.opts):
-        evaluate(model, task_cfg, log_dir, args.distributed)
+        all_results.update(evaluate(model, task_cfg, log_dir, args.distributed))
+    if all_results:
+        logger.info("Results:\n%s", format_results(all_results))
     return 0
 
 

@@ -17,7 +17,6 @@ import logging
 import random
 from typing import Dict, List, Optional, Sequence, Tuple
 
-import numpy as np
 
 from glip.data.positive_map import clean_name
 

@@ -45,7 +45,7 @@ def load_tokenizer(name_or_path: Optional[str] = None):
     if target is None or target == "bert-base-uncased":
         target = str(BERT_ASSETS)
     try:
-        from glip.modeling.language import build_tokenizer  # noqa: WPS433 (optional sibling module)
+        from glip.modeling.language import build_tokenizer
     except ImportError:
         build_tokenizer = None
     if build_tokenizer is not None:
@@ -194,6 +194,26 @@ def create_queries_and_maps_from_categories(
         queries.append(query)
         maps.append(label_to_token)
     return queries, maps
+
+
+def create_queries_and_maps_from_dataset(dataset, cfg, tokenizer=None):
+    """Evaluation prompts of a detection dataset from the config (the reference's function of the same name).
+
+    Reads ``TEST.CHUNKED_EVALUATION``, ``DATASETS.SEPARATION_TOKENS``, ``DATASETS.CAPTION_PROMPT`` /
+    ``USE_CAPTION_PROMPT`` and ``DATASETS.SUPRESS_QUERY`` / ``USE_SUPRESS_QUERY``; ``dataset.categories()`` gives
+    ``{label: name}``. Returns ``(queries, label_to_token dicts)``, one per chunk.
+    """
+    import json
+
+    caption_prompt = cfg.DATASETS.CAPTION_PROMPT
+    if isinstance(caption_prompt, str):
+        caption_prompt = json.loads(caption_prompt)
+    use_prompt = cfg.DATASETS.USE_CAPTION_PROMPT and caption_prompt is not None
+    tokenizer = tokenizer if tokenizer is not None else load_tokenizer(cfg.MODEL.LANGUAGE_BACKBONE.TOKENIZER_TYPE)
+    return create_queries_and_maps_from_categories(
+        dataset.categories(), tokenizer, chunk_size=cfg.TEST.CHUNKED_EVALUATION,
+        separation_tokens=cfg.DATASETS.SEPARATION_TOKENS, caption_prompt=caption_prompt if use_prompt else None,
+        additional_labels=cfg.DATASETS.SUPRESS_QUERY if cfg.DATASETS.USE_SUPRESS_QUERY else None)
 
 
 def label_to_token_to_tensor(

@@ -5,6 +5,8 @@ the original image's coordinates; they are resized to the original size recorded
 "xywh" with the legacy +1 width rule of `BoxList.convert`, and written as the reference writes them:
 `bbox.json` (the COCO results list) and `bbox.csv` (per-category AP table), plus `coco_results.pth`.
 """
+import contextlib
+import io
 import json
 import logging
 import os
@@ -46,17 +48,7 @@ class COCOResults:
         return repr(self.results)
 
 
-def predictions_as_list(predictions):
-    """`predictions` as a list ordered by dataset index (a list is returned as is, a dict is sorted by key)."""
-    if isinstance(predictions, dict):
-        keys = sorted(predictions.keys())
-        if keys and len(keys) != keys[-1] + 1:
-            logger.warning("predictions do not cover a contiguous range of dataset indices")
-        return [predictions[k] for k in keys]
-    return list(predictions)
-
-
-def _indexed(predictions):
+def indexed_predictions(predictions):
     """(dataset index, BoxList) pairs of a list or of a dict keyed by dataset index."""
     if isinstance(predictions, dict):
         return sorted(predictions.items(), key=lambda kv: kv[0])
@@ -72,7 +64,7 @@ def prepare_for_coco_detection(predictions, dataset):
     id_map = dataset.id_to_img_map
     label_map = dataset.contiguous_category_id_to_json_id
     results = []
-    for index, prediction in _indexed(predictions):
+    for index, prediction in indexed_predictions(predictions):
         original_id = id_map[index]
         if len(prediction) == 0:
             continue
@@ -94,7 +86,7 @@ def prepare_for_tsv_detection(predictions, dataset):
     Uses `dataset.get_img_info(index)` (`id`, `width`, `height`); labels are written unmapped.
     """
     annotations, images = [], []
-    for index, prediction in _indexed(predictions):
+    for index, prediction in indexed_predictions(predictions):
         info = dataset.get_img_info(index)
         if len(prediction) == 0:
             continue
@@ -157,7 +149,8 @@ def summarize_per_category(coco_eval, csv_output):
 def evaluate_predictions_on_coco(coco_gt, coco_results, json_result_file, iou_type="bbox"):
     """Write `coco_results` to `json_result_file`, run COCOeval and (bbox) write the sibling `.csv`.
 
-    Returns the `COCOeval` after `summarize()`; its printed table is routed to the log.
+    Returns the `COCOeval` after `summarize()`; its printed table is routed to the log. No results: every
+    category with gt scores 0 (an empty detection set, as the reference).
     """
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
@@ -165,26 +158,20 @@ def evaluate_predictions_on_coco(coco_gt, coco_results, json_result_file, iou_ty
     json_result_file = str(json_result_file)
     with open(json_result_file, "w") as f:
         json.dump(coco_results, f)
-    coco_dt = coco_gt.loadRes(json_result_file) if coco_results else COCO()
-    coco_eval = COCOeval(coco_gt, coco_dt, iou_type)
-    _quietly(coco_eval.evaluate)
-    _quietly(coco_eval.accumulate)
-    table = _quietly(coco_eval.summarize)
-    logger.info("COCOeval %s:\n%s", iou_type, table)
+    coco_gt.dataset.setdefault("info", {})  # recent pycocotools' loadRes copies it; many task jsons lack it
+    progress, table = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(progress):  # pycocotools prints its progress
+        coco_dt = coco_gt.loadRes(json_result_file) if coco_results else COCO()
+        coco_eval = COCOeval(coco_gt, coco_dt, iou_type)
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+    with contextlib.redirect_stdout(table):
+        coco_eval.summarize()
+    logger.debug(progress.getvalue())
+    logger.info("COCOeval %s:\n%s", iou_type, table.getvalue())
     if iou_type == "bbox":
-        summarize_per_category(coco_eval, json_result_file.replace(".json", ".csv"))
+        summarize_per_category(coco_eval, os.path.splitext(json_result_file)[0] + ".csv")
     return coco_eval
-
-
-def _quietly(fn):
-    """Run `fn()` capturing what it prints (pycocotools prints its progress); returns the captured text."""
-    import contextlib
-    import io
-
-    buffer = io.StringIO()
-    with contextlib.redirect_stdout(buffer):
-        fn()
-    return buffer.getvalue()
 
 
 def do_coco_evaluation(dataset, predictions, output_folder=None, iou_types=("bbox",), box_only=False,

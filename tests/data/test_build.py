@@ -1,6 +1,5 @@
 """make_data_loader end to end on the reference's trees task (real photo, 37 tree boxes)."""
 import pytest
-import torch
 from helpers import REFERENCE
 
 from glip.config import cfg as default_cfg
@@ -45,3 +44,10 @@ def test_test_loader_trees(trees_cfg):
     dataset = loaders[0].dataset
     assert type(dataset).__name__ == "COCODataset"
     assert dataset.categories() == {1: "tree"}
+
+
+def test_distributed_train_loader_pads_small_dataset(trees_cfg):
+    trees_cfg.merge_from_list(["SOLVER.IMS_PER_BATCH", 2, "SOLVER.MAX_EPOCH", 0, "SOLVER.MAX_ITER", 2])
+    loader = make_data_loader(trees_cfg, is_train=True, is_distributed=True, num_replicas=2, rank=1)
+    batches = list(loader)
+    assert len(batches) == 2 and all(len(b[1]) == 1 for b in batches)  # 1 image per process per batch

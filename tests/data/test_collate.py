@@ -31,3 +31,27 @@ def test_collate_pads_and_binarises():
     assert torch.equal(positive_map, expected)
     assert positive_map_eval is None
     assert greenlight.shape == (2, 256)
+
+
+def test_training_batch_matches_reference_golden():
+    """The 2-image training batch of train_losses.pt: padded input shape and the binary positive map."""
+    from helpers import load_golden
+    from PIL import Image
+
+    from glip.data.positive_map import create_positive_map, load_tokenizer
+    from glip.data.transforms import Compose, Normalize, ToTensor
+
+    golden = load_golden("train_losses.pt")
+    tokenizer = load_tokenizer()
+    tail = Compose([ToTensor(), Normalize([103.530, 116.280, 123.675], [57.375, 57.120, 58.395], "bgr255")])
+    batch = []
+    for i, sample in enumerate(golden["samples"]):
+        pixels = sample["resized_rgb_uint8"].numpy()
+        target = BoxList(golden["targets"][i]["boxes"].clone(), (pixels.shape[1], pixels.shape[0]))
+        tokenized = tokenizer(sample["caption"], return_tensors="pt", max_length=256, truncation=True)
+        target.add_field("positive_map", create_positive_map(tokenized, sample["tokens_positive"]))
+        batch.append((tail(Image.fromarray(pixels, "RGB")), target, i))
+    images, _, _, positive_map, _, _ = BatchCollator(32)(batch)
+    assert tuple(images.tensors.shape) == tuple(golden["batch_input_shape"])
+    assert [tuple(s) for s in images.image_sizes] == [tuple(s) for s in golden["image_sizes_hw"]]
+    assert torch.equal(positive_map, golden["positive_map"])

@@ -105,3 +105,20 @@ def test_greenlight_and_od_label_maps(tokenizer):
     assert (pm.create_greenlight_map([(0, 3), (-1, -1, -1)], tokenized) == -1).all()
     od = pm.create_positive_map_for_od_labels(tokenized, {4: (0, 3), 7: (5, 8)})
     assert od[1] == 4 and od[3] == 7 and od[0] == -1 and od[2] == -1
+
+
+def test_queries_from_dataset_and_cfg(tokenizer, golden):
+    from glip.config import cfg as default_cfg
+
+    class _Coco:
+        def categories(self):
+            return {i + 1: n for i, n in enumerate(golden["coco_detection_prompt"]["category_names_in_label_order"])}
+
+    cfg = default_cfg.clone()
+    cfg.merge_from_list(["DATASETS.SEPARATION_TOKENS", ". "])
+    queries, maps = pm.create_queries_and_maps_from_dataset(_Coco(), cfg, tokenizer)
+    assert queries == [golden["coco_detection_prompt"]["caption"]]
+    assert maps[0][80] == [191, 192]
+    cfg.merge_from_list(["TEST.CHUNKED_EVALUATION", 40])
+    queries, maps = pm.create_queries_and_maps_from_dataset(_Coco(), cfg, tokenizer)
+    assert len(queries) == 2 and queries[1].startswith("wine glass. ") and maps[1][41] == [1, 2]

@@ -90,10 +90,10 @@ def test_flip_boxes_and_caption():
 
 def test_build_train_multiscale():
     random.seed(0)
-    transform = T.build_transforms(_cfg(mult=(480, 560, 640)), is_train=True)
-    assert transform.transforms[0].min_size == (480, 560, 640)
+    transform = T.build_transforms(_cfg(mult=(48, 56, 64)), is_train=True)
+    assert transform.transforms[0].min_size == (48, 56, 64)
     assert transform.transforms[1].prob == 0.5
-    sizes = {transform(Image.new("RGB", (800, 600))).shape[1] for _ in range(30)}
-    assert sizes == {480, 560, 640}
+    sizes = {transform(Image.new("RGB", (80, 60))).shape[1] for _ in range(30)}
+    assert sizes == {48, 56, 64}
     assert T.build_transforms(_cfg(), is_train=True).transforms[0].min_size == (800,)
     assert T.build_transforms(_cfg(), is_train=False).transforms[1].prob == 0.0

@@ -124,6 +124,14 @@ CONFIGS = {
     "offsets_outside_image": (1, 2, 3, (3, 4), (3, 3), 1, 0, 1, 1, 1, 4.0),
     "single_pixel_input": (2, 2, 3, (1, 1), (3, 3), 2, 1, 1, 1, 1, 0.7),
 }
+# smaller versions for the float64 finite-difference check
+GRADCHECK_CONFIGS = {
+    "stride2_pad1": (2, 2, 2, (4, 5), (3, 3), 2, 1, 1, 1, 1, 1.5),
+    "groups2_dg2": (1, 4, 2, (3, 4), (3, 3), 1, 1, 1, 2, 2, 1.5),
+    "dilation2_nonsquare_kernel": (1, 3, 2, (5, 4), (3, 2), 1, 2, 2, 1, 3, 1.0),
+    "offsets_outside_image": (1, 2, 2, (3, 4), (3, 3), 1, 0, 1, 1, 1, 4.0),
+    "single_pixel_input": (2, 2, 2, (1, 1), (3, 3), 2, 1, 1, 1, 1, 0.7),
+}
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
@@ -144,10 +152,23 @@ def test_fallback_matches_torchvision_forward_and_gradients(name, no_extension):
         torch.testing.assert_close(a, r, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("name", sorted(CONFIGS))
+@pytest.mark.parametrize("name", sorted(GRADCHECK_CONFIGS))
 def test_fallback_gradcheck_float64(name, no_extension):
-    b, cin, cout, hw, kernel, stride, padding, dilation, groups, dg, scale = CONFIGS[name]
+    b, cin, cout, hw, kernel, stride, padding, dilation, groups, dg, scale = GRADCHECK_CONFIGS[name]
     tensors = _random_case(torch.float64, b, cin, cout, hw, kernel, stride, padding, dilation, groups, dg, scale, 5)
+    inputs = tuple(t.requires_grad_() for t in tensors)
+
+    def fn(x, offset, mask, weight, bias):
+        return modulated_deform_conv(x, offset, mask, weight, bias, stride, padding, dilation, groups, dg)
+
+    assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-4, fast_mode=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(GRADCHECK_CONFIGS))
+def test_fallback_full_gradcheck_float64(name, no_extension):
+    b, cin, cout, hw, kernel, stride, padding, dilation, groups, dg, scale = GRADCHECK_CONFIGS[name]
+    tensors = _random_case(torch.float64, b, cin, cout, hw, kernel, stride, padding, dilation, groups, dg, scale, 6)
     inputs = tuple(t.requires_grad_() for t in tensors)
 
     def fn(x, offset, mask, weight, bias):

@@ -86,8 +86,8 @@ def test_intermediate_tensors_match_320(model, image, caption):
 
 
 def _detect(model, golden, size_key, caption_key):
+    from glip.data.transforms import Normalize
     from glip.structures.image_list import to_image_list
-    from glip.data.transforms import normalize_bgr255
 
     size = golden[size_key]
     cap = size["captions"][caption_key]
@@ -96,7 +96,8 @@ def _detect(model, golden, size_key, caption_key):
         images.image_sizes = [tuple(size["image_size_hw"])]
     else:
         rgb = size["resized_rgb_uint8"].permute(2, 0, 1).float() / 255.0
-        images = to_image_list([normalize_bgr255(rgb)], 32)
+        normalize = Normalize([103.530, 116.280, 123.675], [57.375, 57.120, 58.395], format="bgr255")
+        images = to_image_list([normalize(rgb)[0]], 32)
     with torch.no_grad():
         det = model(images, captions=[cap["caption"]], positive_map=cap["positive_map_label_to_token"])[0]
     return det, cap["detections"]

@@ -126,8 +126,9 @@ class CocoGrounding(CocoJsonBase):
         spans = tokens_positive  # aligned with the kept boxes
         in_caption = [i for i, s in enumerate(spans) if s is not None]
         target = target[torch.as_tensor(in_caption, dtype=torch.long)]
+        od_label = self.special_safeguard_for_coco_grounding  # only that path records it (else -10, as reference)
         annotations = [{"bbox": b, "category_id": int(c), "area": float(a), "iscrowd": 0,
-                        "tokens_positive": spans[i], "original_od_label": int(c)}
+                        "tokens_positive": spans[i], "original_od_label": int(c) if od_label else -10}
                        for i, b, c, a in zip(in_caption, target.bbox.tolist(), target.get_field("labels").tolist(),
                                              target.area().tolist())]
         if self.no_mask_for_od:

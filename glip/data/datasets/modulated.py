@@ -6,7 +6,6 @@ spans into that caption (``tokens`` in some files). ``final_flickr_separateGT_*`
 """
 import logging
 import os
-import torch
 
 from glip.data.datasets.coco_base import CocoJsonBase
 from glip.data.grounding_target import attach_fields, prepare_grounding_target

@@ -1,0 +1,76 @@
+"""Train-mode GLIP-T parity: the loss dict and gradient norms of the reference (train_losses.pt)."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from helpers import load_golden
+from helpers.glip_model import golden_glip_tiny
+
+
+def make_deterministic_(model: nn.Module) -> None:
+    """Zero every train-mode stochastic layer: Dropout.p, DropPath/DropBlock drop_prob, the fusion's dropout."""
+    from glip.modeling.head.fusion import BiMultiHeadAttention
+
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+        if hasattr(module, "drop_prob"):
+            module.drop_prob = 0.0
+        if isinstance(module, BiMultiHeadAttention):
+            module.dropout = 0.0
+
+
+def _batch(golden):
+    from glip.data.transforms import Normalize
+    from glip.structures.bounding_box import BoxList
+    from glip.structures.image_list import to_image_list
+
+    normalize = Normalize([103.530, 116.280, 123.675], [57.375, 57.120, 58.395], format="bgr255")
+    images = [normalize(s["resized_rgb_uint8"].permute(2, 0, 1).float() / 255.0)[0] for s in golden["samples"]]
+    images = to_image_list(images, 32)
+    targets = []
+    for t in golden["targets"]:
+        box = BoxList(t["boxes"], t["size_wh"], mode="xyxy")
+        box.add_field("labels", t["labels"])
+        targets.append(box)
+    return images, targets
+
+
+@pytest.fixture(scope="module")
+def train_step():
+    golden = load_golden("train_losses.pt")
+    model = golden_glip_tiny()
+    make_deterministic_(model)
+    model.train()
+    try:
+        images, targets = _batch(golden)
+        assert tuple(images.tensors.shape) == tuple(golden["batch_input_shape"])
+        losses = model(images, targets=targets, captions=golden["captions"], positive_map=golden["positive_map"])
+        sum(losses.values()).backward()
+        grads = {name: p.grad.detach().clone() for name, p in model.named_parameters() if p.grad is not None}
+        frozen = sorted(name for name, p in model.named_parameters() if not p.requires_grad)
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.eval()
+    return golden, {k: v.detach() for k, v in losses.items()}, grads, frozen
+
+
+def test_loss_dict_matches_reference(train_step):
+    golden, losses, _, _ = train_step
+    assert set(losses) == set(golden["loss_dict"])
+    for name, ref in golden["loss_dict"].items():
+        assert float(losses[name]) == pytest.approx(float(ref), rel=1e-4, abs=1e-6), name
+
+
+def test_gradient_norms_match_reference(train_step):
+    golden, _, grads, frozen = train_step
+    assert frozen == sorted(golden["frozen_params"])
+    for name, ref in golden["grad_norms"].items():
+        ours = grads[name].double().norm().item() if name in grads else 0.0
+        assert ours == pytest.approx(ref, rel=1e-2, abs=1e-6), name
+    total = math.sqrt(sum(g.double().pow(2).sum().item() for g in grads.values()))
+    assert total == pytest.approx(golden["total_grad_norm_all_params"], rel=1e-2)
+    for name, ref in golden["grads_small"].items():
+        torch.testing.assert_close(grads[name], ref, rtol=1e-2, atol=1e-5)
