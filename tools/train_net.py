@@ -9,7 +9,6 @@ Usage (as the reference):
 import importlib.util
 import logging
 import os
-import random
 import shutil
 import sys
 
@@ -18,95 +17,22 @@ if importlib.util.find_spec("glip") is None:
 
 from glip.utils import cli  # noqa: E402
 
-ENGINE = "glip.engine.trainer"
 logger = logging.getLogger("glip.tools.train_net")
 
 
-def freeze_parts(cfg, model):
-    """Turn off gradients of the parts the config freezes."""
-    frozen = []
-    if cfg.MODEL.BACKBONE.FREEZE:
-        frozen.append(model.backbone.body)
-    if cfg.MODEL.LANGUAGE_BACKBONE.FREEZE:
-        frozen.append(model.language_backbone.body)
-    if cfg.MODEL.FPN.FREEZE:
-        frozen.append(model.backbone.fpn)
-    if cfg.MODEL.RPN.FREEZE:
-        frozen.append(model.rpn)
-    for module in frozen:
-        for p in module.parameters():
-            p.requires_grad = False
-
-
-def train(cfg, local_rank, distributed, use_tensorboard=False):
-    """Build model, data, optimiser and schedule from ``cfg`` and run the training loop."""
-    import torch
-
-    from glip.config import try_to_find
-    from glip.data.build import make_data_loader
-    from glip.engine.trainer import do_train
-    from glip.modeling.detector import build_detection_model
-    from glip.solver.build import make_lr_scheduler, make_optimizer
-    from glip.utils.checkpoint import DetectronCheckpointer
-    from glip.utils.comm import get_rank
-    from glip.utils.metric_logger import MetricLogger, TensorboardLogger
-
-    model = build_detection_model(cfg)
-    device = torch.device(cfg.MODEL.DEVICE)
-    model.to(device)
-    if cfg.MODEL.BACKBONE.RESET_BN:
-        for name, buf in model.named_buffers():
-            if "running_mean" in name:
-                torch.nn.init.constant_(buf, 0)
-            if "running_var" in name:
-                torch.nn.init.constant_(buf, 1)
-    if cfg.SOLVER.GRAD_CLIP > 0:
-        # As in the reference, only parameters that already hold a gradient get the clamp hook
-        # (none, on a freshly built model); SOLVER.CLIP_GRADIENTS is the clipping that acts.
-        clip_value = cfg.SOLVER.GRAD_CLIP
-        for p in model.parameters():
-            if p.grad is not None:
-                p.register_hook(lambda grad: torch.clamp(grad, -clip_value, clip_value))
-
-    data_loader = make_data_loader(cfg, is_train=True, is_distributed=distributed, start_iter=0)
-    data_loaders_val = None
-    if cfg.TEST.DURING_TRAINING or cfg.SOLVER.USE_AUTOSTEP:
-        data_loaders_val = make_data_loader(cfg, is_train=False, is_distributed=distributed)[0]
-    freeze_parts(cfg, model)
-
-    optimizer = make_optimizer(cfg, model)
-    scheduler = make_lr_scheduler(cfg, optimizer)
-    if distributed:
-        model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[local_rank] if device.type == "cuda" else None,
-            output_device=local_rank if device.type == "cuda" else None,
-            broadcast_buffers=cfg.MODEL.BACKBONE.USE_BN,
-            find_unused_parameters=cfg.SOLVER.FIND_UNUSED_PARAMETERS,
-        )
-    arguments = {"iteration": 0}
-    checkpointer = DetectronCheckpointer(cfg, model, optimizer, scheduler, cfg.OUTPUT_DIR, get_rank() == 0)
-    arguments.update(checkpointer.load(try_to_find(cfg.MODEL.WEIGHT)))
-    if use_tensorboard:
-        meters = TensorboardLogger(log_dir=cfg.OUTPUT_DIR, start_iter=arguments["iteration"], delimiter="  ")
-    else:
-        meters = MetricLogger(delimiter="  ")
-    do_train(cfg, model, data_loader, optimizer, scheduler, checkpointer, device,
-             cfg.SOLVER.CHECKPOINT_PERIOD, arguments, data_loaders_val, meters)
-    return model
-
-
 def main(cfg, args):
-    """Seed, save the config, train. Returns the exit code."""
-    if not cli.engine_available(ENGINE):
-        return cli.report_missing_engine(logger, ENGINE, "training")
-    import numpy as np
-    import torch
+    """Seed (``SOLVER.SEED + local_rank``), train (``glip.engine.run.train``), test unless ``--skip-test``.
 
-    seed = cfg.SOLVER.SEED + args.local_rank
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    random.seed(seed)
-    train(cfg, local_rank=args.local_rank, distributed=args.distributed, use_tensorboard=args.use_tensorboard)
+    Returns the exit code.
+    """
+    from glip.engine.run import run_test, seed_everything, train
+
+    seed_everything(cfg.SOLVER.SEED + args.local_rank)
+    model = train(cfg, local_rank=args.local_rank, distributed=args.distributed,
+                  use_tensorboard=args.use_tensorboard)
+    logger.info("Training done; checkpoints in %s", cfg.OUTPUT_DIR)
+    if not args.skip_test and cfg.DATASETS.TEST:
+        run_test(cfg, model, distributed=args.distributed)
     return 0
 
 
@@ -132,10 +58,12 @@ def run(argv=None):
     run_logger.info("Running with config:\n%s", cfg)
     config_path = os.path.join(cfg.OUTPUT_DIR, "config.yml")
     run_logger.info("Saving config into: %s", config_path)
-    if args.save_original_config and args.config_file:
+    if args.save_original_config and args.config_file and cli.current_rank() == 0:
         shutil.copy(args.config_file, os.path.join(cfg.OUTPUT_DIR, "config_original.yml"))
     cli.save_config(cfg, config_path)
-    return main(cfg, args)
+    code = main(cfg, args)
+    cli.shutdown_distributed()
+    return code
 
 
 if __name__ == "__main__":

@@ -197,6 +197,10 @@ _C.SOLVER.TUNING_HIGHLEVEL_OVERRIDE = None
 _C.SOLVER.USE_EMA_FOR_MONITOR = False
 _C.SOLVER.WEIGHT_DECAY_SCHEDULE = False
 _C.SOLVER.WEIGHT_DECAY_SCHEDULE_RATIO = 0.667
+# Not in the reference: skip (True) instead of stopping on a NaN/inf loss.
+_C.SOLVER.SKIP_NONFINITE = False
+# Not in the reference: autocast dtype with USE_AMP: "" = float16 on GPU, float32 on CPU; or "float16"/"bfloat16".
+_C.SOLVER.AMP_DTYPE = ""
 
 # ----------------------------------------------------------------------------- TEST
 _C.TEST = CN()

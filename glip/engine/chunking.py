@@ -4,7 +4,9 @@ BERT sees at most MAX_QUERY_LEN (256) tokens; the model truncates longer prompts
 could never be detected. A category prompt is `name . name . ... name . ` ([CLS] + tokens + [SEP]); the token
 count of that prompt is the sum of the names' WordPiece counts plus one per separator plus two, because BERT's
 basic tokenizer splits on whitespace and punctuation. Chunks are filled greedily in the given order, so the
-prompt is the same single chunk whenever everything fits. Each chunk is run separately, its labels (1-based
+prompt is the same single chunk whenever everything fits. A prompt also holds at most as many categories as the
+post-processor has class columns (NUM_CLASSES - 1 = 80 for the released configs, or
+TEST.MDETR_STYLE_AGGREGATE_CLASS_NUM), because labels are numbered within the prompt. Each chunk is run separately, its labels (1-based
 inside the chunk) are mapped back to the global list (`map_labels`), and the per-chunk detections are merged
 with per-class NMS and the per-image detection cap (`merge_chunk_detections`).
 """
@@ -26,8 +28,10 @@ def category_token_counts(names: Sequence[str], tokenizer, separator: str = CATE
 
 
 def chunk_categories(names: Sequence[str], tokenizer, max_len: int = 256,
-                     separator: str = CATEGORY_SEPARATOR) -> List[List[int]]:
-    """Indices (0-based, in order) of the categories of each chunk; every chunk's prompt has <= `max_len` tokens.
+                     separator: str = CATEGORY_SEPARATOR, max_names: int = 0) -> List[List[int]]:
+    """Indices (0-based, in order) of the categories of each chunk; every chunk's prompt has <= `max_len` tokens
+    and, when `max_names > 0`, at most `max_names` categories (the post-processor scores at most
+    NUM_CLASSES - 1 labels per prompt, or TEST.MDETR_STYLE_AGGREGATE_CLASS_NUM).
 
     Raises ValueError when a single name does not fit on its own.
     """
@@ -39,7 +43,7 @@ def chunk_categories(names: Sequence[str], tokenizer, max_len: int = 256,
         if count > budget:
             raise ValueError(f"category {names[index]!r} alone takes {count} tokens, more than the "
                              f"{budget} a prompt of {max_len} tokens holds")
-        if used + count > budget:
+        if used + count > budget or 0 < max_names <= len(current):
             chunks.append(current)
             current, used = [], 0
         current.append(index)

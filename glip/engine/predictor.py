@@ -9,8 +9,8 @@ Beyond the reference's single-image `compute_prediction` / `inference`:
   shape are batched into one ImageList; other shapes go to separate batches, because GLIP's output depends on
   the zero padding (Swin windows and the image-text fusion attend over padded pixels) and batching must not
   change a result.
-* class lists (and "a. b. c." captions) longer than the language model's MAX_QUERY_LEN tokens are split into
-  prompts of whole categories (`glip.engine.chunking`), run one by one and merged with per-class NMS; a list that
+* class lists (and "a. b. c." captions) longer than the language model's MAX_QUERY_LEN tokens, or with more
+  names than the post-processor has class columns (NUM_CLASSES - 1), are split into prompts of whole categories (`glip.engine.chunking`), run one by one and merged with per-class NMS; a list that
   fits runs as one prompt, unchanged.
 * free captions without spans get their phrases offline (`glip.engine.phrases`).
 """
@@ -146,6 +146,8 @@ class GLIPDemo:
         self.max_query_len = int(cfg.MODEL.LANGUAGE_BACKBONE.MAX_QUERY_LEN)
         self.nms_thresh = float(cfg.MODEL.ATSS.NMS_TH)
         self.detections_per_img = int(cfg.MODEL.ATSS.DETECTIONS_PER_IMG)
+        aggregate = int(cfg.TEST.get("MDETR_STYLE_AGGREGATE_CLASS_NUM", -1))
+        self.max_classes_per_prompt = aggregate if aggregate != -1 else int(cfg.MODEL.ATSS.NUM_CLASSES) - 1
         self.entities: List[str] = []
         self.positive_map_label_to_token: Dict[int, List[int]] = {}
         self.prompts: List[Prompt] = []
@@ -230,20 +232,26 @@ class GLIPDemo:
 
         Sets `entities` (the names of labels 1..K) and `prompts`.
         """
-        if isinstance(caption, str) and custom_entity is None and is_separator_list(caption) \
-                and self._count_tokens(caption) > self.max_query_len:
-            caption = [p.text for p in split_on_separator(caption)]
+        if isinstance(caption, str) and custom_entity is None and is_separator_list(caption):
+            items = [p.text for p in split_on_separator(caption)]
+            if self._count_tokens(caption) > self.max_query_len or len(items) > self.max_classes_per_prompt > 0:
+                caption = items
         text, spans, names = self.prompt(caption, custom_entity)
         self.entities = list(names)
-        if isinstance(caption, (list, tuple)) and self._count_tokens(text) > self.max_query_len:
-            chunks = chunk_categories(names, self.tokenizer, self.max_query_len, CATEGORY_SEPARATOR)
-            logger.info("%d class names take more than %d tokens: running %d prompts", len(names),
-                        self.max_query_len, len(chunks))
+        if isinstance(caption, (list, tuple)) and (self._count_tokens(text) > self.max_query_len
+                                                   or len(names) > self.max_classes_per_prompt > 0):
+            chunks = chunk_categories(names, self.tokenizer, self.max_query_len, CATEGORY_SEPARATOR,
+                                      max_names=self.max_classes_per_prompt)
+            logger.info("%d class names do not fit one prompt (%d tokens, %d classes): running %d prompts",
+                        len(names), self.max_query_len, self.max_classes_per_prompt, len(chunks))
             prompts = []
             for chunk in chunks:
                 sub_text, sub_spans, _ = self.prompt([names[i] for i in chunk])
                 prompts.append(self._single_prompt(sub_text, sub_spans, [i + 1 for i in chunk]))
         else:
+            if len(names) > self.max_classes_per_prompt > 0:
+                raise ValueError(f"the caption has {len(names)} phrases; the model scores at most "
+                                 f"{self.max_classes_per_prompt} per prompt (MODEL.ATSS.NUM_CLASSES - 1)")
             prompts = [self._single_prompt(text, spans, list(range(1, len(names) + 1)))]
         self.prompts = prompts
         self.positive_map_label_to_token = prompts[0].label_to_token if len(prompts) == 1 else {}
@@ -321,7 +329,7 @@ class GLIPDemo:
         else:
             thresh = torch.as_tensor(threshold, dtype=scores.dtype)[labels - 1]
         kept = predictions[torch.nonzero(scores > thresh).squeeze(1)]
-        order = kept.get_field("scores").sort(0, descending=True, stable=True)[1]
+        order = torch.sort(kept.get_field("scores"), descending=True, stable=True).indices
         return kept[order]
 
     def inference(self, original_image, original_caption: Caption,

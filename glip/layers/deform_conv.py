@@ -10,7 +10,6 @@ channels `2 * (g * K + k)` / `2 * (g * K + k) + 1` (interleaved (dy, dx) per tap
 The compiled extension (`glip.layers.extension`) is used when available; otherwise an exact pure-PyTorch
 formulation (bilinear gather + one matrix product) runs, which autograd differentiates.
 """
-import logging
 import math
 from typing import Optional, Tuple, Union
 
@@ -20,8 +19,6 @@ from torch import nn
 from torch.nn.modules.utils import _pair
 
 from glip.layers import extension
-
-logger = logging.getLogger(__name__)
 
 IntPair = Union[int, Tuple[int, int]]
 
@@ -133,7 +130,7 @@ def _modulated_deform_conv_torch(
     deformable_groups: int,
 ) -> torch.Tensor:
     """Pure-PyTorch DCNv2: gather the masked bilinear columns (B, Ho*Wo, K, C), then one (grouped) matmul."""
-    b, c, h, w = input.shape
+    b, c = input.shape[:2]
     out_c, cin_g, kh, kw = weight.shape
     out_h, out_w = offset.shape[-2:]
     n_taps = kh * kw
@@ -146,7 +143,7 @@ def _modulated_deform_conv_torch(
     else:
         cols = columns.view(b, out_h * out_w, n_taps, groups, cin_g).permute(0, 3, 1, 2, 4)
         cols = cols.reshape(b, groups, out_h * out_w, n_taps * cin_g)
-        wg = weight.view(groups, out_c // groups, cin_g, n_taps).transpose(2, 3).reshape(groups, out_c // groups, -1)
+        wg = weight.reshape(groups, out_c // groups, cin_g, n_taps).transpose(2, 3).reshape(groups, out_c // groups, -1)
         out = torch.matmul(wg.unsqueeze(0), cols.transpose(2, 3)).reshape(b, out_c, out_h * out_w)
     if bias is not None:
         out = out + bias.view(1, out_c, 1)

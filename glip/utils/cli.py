@@ -120,6 +120,17 @@ def init_distributed(args: argparse.Namespace) -> bool:
     return True
 
 
+def shutdown_distributed():
+    """Leave the process group (after a synchronising barrier) if this process joined one."""
+    if "torch.distributed" not in sys.modules:
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def base_config(args: Optional[argparse.Namespace] = None):
     """A mutable copy of the defaults; with ``args``, carrying ``local_rank``/``num_gpus`` like the reference."""
     cfg = default_cfg.clone()
@@ -245,7 +256,7 @@ def _apply_custom_shot(cfg, args) -> Optional[int]:
 
 def save_config(cfg, path: str):
     """Write ``cfg.dump()`` to ``path`` on the main process."""
-    if _current_rank() != 0:
+    if current_rank() != 0:
         return
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
@@ -254,10 +265,10 @@ def save_config(cfg, path: str):
 
 def setup_run_logger(save_dir: Optional[str]) -> logging.Logger:
     """The ``glip`` package logger: console + ``save_dir/log.txt`` on rank 0, silent elsewhere."""
-    return setup_logger("glip", save_dir, _current_rank())
+    return setup_logger("glip", save_dir, current_rank())
 
 
-def _current_rank() -> int:
+def current_rank() -> int:
     """Global rank; 0 without importing torch when no process group can exist yet."""
     if "torch.distributed" not in sys.modules:
         return 0

@@ -59,6 +59,12 @@ def test_exact_budget(tokenizer):
     assert chunk_categories(names, tokenizer, max_len=21) == [list(range(9)), [9]]
 
 
+def test_names_per_chunk_limit(tokenizer):
+    # the post-processor scores at most NUM_CLASSES - 1 labels per prompt
+    chunks = chunk_categories(["cat"] * 200, tokenizer, max_len=256, max_names=80)
+    assert [len(c) for c in chunks] == [80, 80, 40]
+
+
 def test_name_too_long_alone(tokenizer):
     with pytest.raises(ValueError, match="alone takes"):
         chunk_categories(["cat", "a very long name with many words"], tokenizer, max_len=8)

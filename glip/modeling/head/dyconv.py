@@ -5,7 +5,6 @@ a stride-2 conv of the finer level l - 1 and a bilinearly upsampled conv of the 
 a per-branch scale attention, then applies a dynamic ReLU. State-dict keys follow the reference:
 `DyConv.{0,1,2}.conv/bn`, `AttnConv.1`, `relu.fc.{0,2}`, `offset`.
 """
-import logging
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -13,8 +12,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from glip.layers.deform_conv import ModulatedDeformConv
-
-logger = logging.getLogger(__name__)
 
 NormType = Union[None, str, Tuple[str, int]]
 

@@ -4,6 +4,7 @@
 `BiAttentionBlockForCheckpoint` adds pre-LayerNorm and layer-scale residuals over all FPN levels at once, and
 `VLFuse` is the dyhead tower module wrapping it (dict in, dict out).
 """
+import math
 from typing import List, Sequence, Tuple
 
 import torch
@@ -78,8 +79,29 @@ class BiMultiHeadAttention(nn.Module):
         seq = x.shape[1]
         return x.view(bsz, self.num_heads, seq, self.head_dim).transpose(1, 2).reshape(bsz, seq, self.embed_dim)
 
+    def _text_bias(self, attention_mask_l: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """(B, T) 0/1 mask -> additive bias (B, T): the reference adds the mask itself with zeros replaced by -9e15
+        (valid tokens get +1); built in fp32 then cast, so under fp16 padded tokens get -inf as in the reference."""
+        if attention_mask_l.dim() != 2:
+            raise ValueError(f"attention_mask_l must be (B, T), got {tuple(attention_mask_l.shape)}")
+        return attention_mask_l.float().masked_fill(attention_mask_l == 0, MASKED_TEXT_LOGIT).to(dtype)
+
     def forward(self, v: torch.Tensor, l: torch.Tensor,
                 attention_mask_l: torch.Tensor = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """v (B, N, v_dim), l (B, T, l_dim), attention_mask_l (B, T) or None -> (delta_v, delta_l).
+
+        Without autograd (inference) a head-by-head evaluation runs (`_forward_blocked`); it computes the same
+        quantities as the batched formulation used for training (`_forward_batched`) without materialising the
+        (B*heads, N, T) intermediates."""
+        blocked = (not torch.is_grad_enabled() and not self.stable_softmax_2d
+                   and not (self.training and self.dropout > 0))
+        if blocked:
+            return self._forward_blocked(v, l, attention_mask_l)
+        return self._forward_batched(v, l, attention_mask_l)
+
+    def _forward_batched(self, v: torch.Tensor, l: torch.Tensor,
+                         attention_mask_l: torch.Tensor = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """All heads at once on (B*heads, N, T) attention maps, differentiable, as the reference."""
         bsz, tgt_len, _ = v.shape
         src_len = l.shape[1]
         query = self._heads(self.v_proj(v) * self.scale)
@@ -97,11 +119,7 @@ class BiMultiHeadAttention(nn.Module):
         attn_l = _clamp(attn_l, self.clamp_min_for_underflow, self.clamp_max_for_overflow).softmax(dim=-1)
 
         if attention_mask_l is not None:
-            if attention_mask_l.dim() != 2:
-                raise ValueError(f"attention_mask_l must be (B, T), got {tuple(attention_mask_l.shape)}")
-            # the reference adds the 0/1 mask itself with zeros replaced by -9e15 (valid tokens get +1);
-            # built in fp32 then cast, so under fp16 the padded tokens get -inf as in the reference
-            bias = attention_mask_l.float().masked_fill(attention_mask_l == 0, MASKED_TEXT_LOGIT).to(attn.dtype)
+            bias = self._text_bias(attention_mask_l, attn.dtype)
             attn = (attn.view(bsz, self.num_heads, tgt_len, src_len) + bias[:, None, None, :]).view(
                 bsz * self.num_heads, tgt_len, src_len)
         attn_v = attn.softmax(dim=-1)
@@ -110,6 +128,51 @@ class BiMultiHeadAttention(nn.Module):
         attn_l = F.dropout(attn_l, p=self.dropout, training=self.training)
         out_v = self._merge(torch.bmm(attn_v, value_l), bsz)
         out_l = self._merge(torch.bmm(attn_l, value_v), bsz)
+        return self.out_v_proj(out_v), self.out_l_proj(out_l)
+
+    def _query_projection(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """v_proj's weight/bias with the attention scale folded in; exact when the scale is a power of two
+        (head_dim 256 -> 1/16), otherwise the scale is applied to the product as in the reference."""
+        mantissa, _ = math.frexp(self.scale)
+        if mantissa == 0.5:
+            return self.v_proj.weight * self.scale, self.v_proj.bias * self.scale
+        return self.v_proj.weight, self.v_proj.bias
+
+    def _forward_blocked(self, v: torch.Tensor, l: torch.Tensor,
+                         attention_mask_l: torch.Tensor = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Inference evaluation, one (image, head) block (N, T) at a time, in place where possible.
+
+        Per block: A = q_h k_h^T (clamped); the text side softmax(clamp(A^T - colmax)) over the N visual positions
+        equals a softmax of A over dim 0 (the subtracted max makes the clamp a no-op: every value is <= 0 and
+        exp(-50000) already underflows to 0 in fp32); the image side adds the text bias in place and takes the
+        softmax over T. No attention dropout (eval)."""
+        bsz, n_vis, _ = v.shape
+        n_txt = l.shape[1]
+        d = self.head_dim
+        w_q, b_q = self._query_projection()
+        folded = w_q is not self.v_proj.weight
+        key = self.l_proj(l)
+        value_l = self.values_l_proj(l)
+        bias = self._text_bias(attention_mask_l, v.dtype) if attention_mask_l is not None else None
+        out_v = v.new_empty(bsz, n_vis, self.embed_dim)
+        out_l = l.new_empty(bsz, n_txt, self.embed_dim)
+        for b in range(bsz):
+            for h in range(self.num_heads):
+                sl = slice(h * d, (h + 1) * d)
+                query = F.linear(v[b], w_q[sl], b_q[sl])                                      # (N, d)
+                if not folded:
+                    query = query * self.scale
+                attn = torch.mm(query, key[b, :, sl].t())                                      # (N, T)
+                del query
+                if self.clamp_min_for_underflow or self.clamp_max_for_overflow:
+                    attn.clamp_(min=-CLAMP_LIMIT if self.clamp_min_for_underflow else None,
+                                max=CLAMP_LIMIT if self.clamp_max_for_overflow else None)
+                value_v = F.linear(v[b], self.values_v_proj.weight[sl], self.values_v_proj.bias[sl])  # (N, d)
+                out_l[b, :, sl] = torch.mm(attn.softmax(dim=0).t(), value_v)
+                del value_v
+                if bias is not None:
+                    attn.add_(bias[b])
+                out_v[b, :, sl] = torch.mm(attn.softmax(dim=-1), value_l[b, :, sl])
         return self.out_v_proj(out_v), self.out_l_proj(out_l)
 
 

@@ -60,19 +60,20 @@ class VLDyHeadModule(nn.Module):
         out = self.head(features, language, embedding)
         anchors = self.anchor_generator(images, features)
         if self.training:
-            return None, self._losses(out, targets, anchors, positive_map, text_masks, language), out["fused_visual"]
+            losses = self._losses(out, targets, anchors, positive_map, text_masks, language, captions)
+            return None, losses, out["fused_visual"]
         boxes = self.box_selector_test(out["box_regression"], out["centerness"], anchors,
                                        dot_product_logits=out["dot_product_logits"], positive_map=positive_map,
                                        box_cls=out["box_cls"])
         return boxes, {}, out["fused_visual"]
 
-    def _losses(self, out, targets, anchors, positive_map, text_masks, language) -> Dict[str, torch.Tensor]:
+    def _losses(self, out, targets, anchors, positive_map, text_masks, language, captions) -> Dict[str, torch.Tensor]:
         raw = self.loss_evaluator(
             box_cls=out["box_cls"], box_regression=out["box_regression"], centerness=out["centerness"],
             targets=targets, anchors=anchors, positive_map=positive_map,
             dot_product_logits=out["dot_product_logits"], text_masks=text_masks,
             token_logits=out["token_logits"], proj_tokens=out["proj_tokens"],
-            contrastive_logits=out["contrastive_logits"])
+            contrastive_logits=out["contrastive_logits"], captions=captions)
         losses = {"loss_reg": raw["loss_reg"], "loss_centerness": raw["loss_centerness"]}
         cls = raw.get("loss_cls")
         if cls is not None:

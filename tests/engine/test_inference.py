@@ -1,0 +1,269 @@
+"""The evaluation loop: sub-batching by padded shape, chunked detection prompts, grounding prompts, gathering,
+and batched evaluation giving the predictions of one image at a time on a tiny GLIP."""
+import json
+
+import pytest
+import torch
+import yaml
+from helpers import REFERENCE
+from PIL import Image
+
+from glip.config import cfg as default_cfg
+from glip.engine import inference as inf
+from glip.structures.bounding_box import BoxList
+from glip.structures.image_list import ImageList, to_image_list
+
+GLIP_T = REFERENCE.parent.parent.parent / "configs/pretrain/glip_Swin_T_O365_GoldG.yaml"
+
+TINY_OVERRIDES = {
+    "MODEL": {
+        "SWINT": {"EMBED_DIM": 32, "DEPTHS": (1, 1, 1, 1), "NUM_HEADS": (1, 2, 4, 8), "OUT_CHANNELS": (32, 64, 128, 256)},
+        "DYHEAD": {"NUM_CONVS": 1, "USE_CHECKPOINT": False},
+        "DEVICE": "cpu",
+    },
+    "INPUT": {"MIN_SIZE_TEST": 64, "MAX_SIZE_TEST": 128},
+    "DATALOADER": {"NUM_WORKERS": 0},
+}
+CATEGORIES = [{"id": 1, "name": "cat", "supercategory": "animal"},
+              {"id": 3, "name": "traffic_light", "supercategory": "thing"},
+              {"id": 7, "name": "tree", "supercategory": "plant"}]
+# (width, height): the 2nd and 3rd share a padded shape at 64/128 px, the others differ.
+IMAGE_SIZES = [(160, 120), (120, 160), (121, 161), (100, 100), (200, 90)]
+
+
+def tiny_bert(monkeypatch):
+    """A 1-layer BERT (hidden size kept at 768, the head's language width) for every model built in the test."""
+    from glip.modeling.language import bert
+
+    original = bert.load_bert_config
+
+    def small_config(*args, **kwargs):
+        config = original(*args, **kwargs)
+        config.num_hidden_layers = 1
+        config.intermediate_size = 128
+        return config
+
+    monkeypatch.setattr(bert, "load_bert_config", small_config)
+
+
+def tiny_config_dict():
+    """The GLIP-T yaml with the tiny overrides laid over it (nested keys replaced)."""
+    data = yaml.safe_load(GLIP_T.read_text())
+
+    def merge(dst, src):
+        for key, value in src.items():
+            if isinstance(value, dict):
+                merge(dst.setdefault(key, {}), value)
+            else:
+                dst[key] = list(value) if isinstance(value, tuple) else value
+    merge(data, TINY_OVERRIDES)
+    return data
+
+
+def write_tiny_coco(root, sizes=IMAGE_SIZES):
+    """Random images with two boxes each, categories 1/3/7, under `root/tiny/` (COCO json `ann.json`)."""
+    gen = torch.Generator().manual_seed(0)
+    images, annotations = [], []
+    (root / "tiny" / "images").mkdir(parents=True, exist_ok=True)
+    for i, (w, h) in enumerate(sizes):
+        pixels = torch.randint(0, 255, (h, w, 3), generator=gen, dtype=torch.uint8).numpy()
+        Image.fromarray(pixels, "RGB").save(root / "tiny" / "images" / f"{i}.png")
+        images.append({"id": 10 + i, "file_name": f"{i}.png", "width": w, "height": h})
+        for k, cat in enumerate((1, 7) if i % 2 == 0 else (3, 1)):
+            box = [5.0 + 10 * k, 8.0 + 5 * k, w / 3, h / 4]
+            annotations.append({"id": len(annotations) + 1, "image_id": 10 + i, "category_id": cat, "bbox": box,
+                                "area": box[2] * box[3], "iscrowd": 0})
+    (root / "tiny" / "ann.json").write_text(json.dumps(
+        {"images": images, "annotations": annotations, "categories": CATEGORIES}))
+
+
+def tiny_cfg(**test_overrides):
+    c = default_cfg.clone()
+    c.defrost()
+    c.merge_from_file(str(GLIP_T))
+    c.merge_from_other_cfg(type(c)(tiny_config_dict()))
+    c.DATASETS.REGISTER = type(c)({"test": {"ann_file": "tiny/ann.json", "img_dir": "tiny/images"}})
+    c.DATASETS.TEST = ("test",)
+    c.TEST.EVAL_TASK = "detection"
+    for key, value in test_overrides.items():
+        section, name = key.split("__")
+        setattr(getattr(c, section), name, value)
+    return c
+
+
+@pytest.fixture
+def tiny_setup(tmp_path, monkeypatch):
+    """(tiny filled GLIP in eval mode, data root) with DATASET pointing at the generated COCO data."""
+    from helpers.glip_model import fill_model_
+
+    from glip.modeling.detector import build_detection_model
+
+    tiny_bert(monkeypatch)
+    write_tiny_coco(tmp_path)
+    monkeypatch.setenv("DATASET", str(tmp_path))
+    model = build_detection_model(tiny_cfg())
+    fill_model_(model, salt="#tiny")
+    with torch.no_grad():  # a more confident head than the fill rule's, so every image has detections
+        model.rpn.head.bias0.fill_(0.0)
+        model.rpn.head.log_scale.fill_(0.0)
+    return model.eval(), tmp_path
+
+
+def _run(model, cfg, output_folder=None):
+    from glip.data.build import make_data_loader
+
+    loader = make_data_loader(cfg, is_train=False)[0]
+    return inf.inference(model, loader, "test", device="cpu", output_folder=output_folder, cfg=cfg, verbose=False)
+
+
+# --- sub-batching -------------------------------------------------------------------------------------------------
+
+def test_padded_shape_and_split_by_shape():
+    assert inf.padded_shape((60, 80), 32) == (64, 96)
+    assert inf.padded_shape((64, 65), 32) == (64, 96)
+    assert inf.padded_shape((60, 80), 0) == (60, 80)
+    images = ImageList(torch.zeros(4, 3, 96, 96), [(60, 80), (90, 90), (64, 70), (96, 96)])
+    assert inf.split_by_shape(images, 32) == [[0, 2], [1, 3]]
+    assert inf.split_by_shape(images, 0) == [[0], [1], [2], [3]]
+
+
+def test_sub_batch_is_the_batch_of_those_images_alone():
+    gen = torch.Generator().manual_seed(1)
+    imgs = [torch.randn(3, 50, 70, generator=gen), torch.randn(3, 90, 40, generator=gen),
+            torch.randn(3, 60, 80, generator=gen)]
+    batch = to_image_list(imgs, size_divisible=32)
+    assert batch.tensors.shape == (3, 3, 96, 96)
+    for group in inf.split_by_shape(batch, 32):
+        alone = to_image_list([imgs[i] for i in group], size_divisible=32)
+        sub = inf.sub_batch(batch, group, 32)
+        assert torch.equal(sub.tensors, alone.tensors)
+        assert list(sub.image_sizes) == list(alone.image_sizes)
+    assert inf.split_by_shape(batch, 32) == [[0, 2], [1]]
+
+
+# --- prompts and paths with a stub model --------------------------------------------------------------------------
+
+class StubModel(torch.nn.Module):
+    """Records each call; returns one box per label of the prompt with score = label / 10."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def forward(self, images, captions=None, positive_map=None):
+        self.calls.append((tuple(images.tensors.shape), list(captions), dict(positive_map)))
+        outs = []
+        for h, w in images.image_sizes:
+            labels = torch.as_tensor(sorted(positive_map), dtype=torch.int64)
+            box = BoxList(torch.tensor([[1.0, 2.0, 10.0, 20.0]]).repeat(len(labels), 1), (w, h))
+            box.add_field("labels", labels)
+            box.add_field("scores", labels.float() / 10)
+            outs.append(box)
+        return outs
+
+
+def test_chunked_detection_prompts_are_concatenated_per_image():
+    model = StubModel()
+    images = ImageList(torch.zeros(2, 3, 64, 64), [(64, 60), (50, 64)])
+    queries = ["cat. traffic light", "tree"]
+    maps = [{1: [1], 2: [3, 4]}, {3: [1]}]
+    outs = inf._run_batch(model, images, [None, None], "detection", queries, maps, plus=1, size_divisible=32)
+    assert [c[1] for c in model.calls] == [queries[:1] * 2, queries[1:] * 2]
+    for out, (h, w) in zip(outs, images.image_sizes):
+        assert out.size == (w, h)
+        assert out.get_field("labels").tolist() == [1, 2, 3]
+        assert torch.allclose(out.get_field("scores"), torch.tensor([0.1, 0.2, 0.3]))
+
+
+def test_grounding_runs_each_image_with_its_own_caption_and_map():
+    model = StubModel()
+    images = ImageList(torch.zeros(2, 3, 64, 64), [(64, 64), (64, 64)])
+    targets = []
+    for caption, rows in (("a cat on a mat", [[1, 2], [5]]), ("two dogs", [[2]])):
+        target = BoxList(torch.zeros(1, 4), (64, 64))
+        pmap = torch.zeros(len(rows), 256)
+        for r, toks in enumerate(rows):
+            pmap[r, toks] = 1.0
+        target.add_field("caption", caption)
+        target.add_field("positive_map_eval", pmap)
+        targets.append(target)
+    outs = inf._run_batch(model, images, targets, "grounding", [None], [None], plus=1, size_divisible=32)
+    assert [c[1] for c in model.calls] == [["a cat on a mat"], ["two dogs"]]
+    assert model.calls[0][2] == {1: [1, 2], 2: [5]} and model.calls[1][2] == {1: [2]}
+    assert [o.get_field("labels").tolist() for o in outs] == [[1, 2], [1]]
+
+
+def test_original_size_from_target_or_dataset():
+    class DS:
+        def get_img_info(self, index):
+            return {"width": 300 + index, "height": 200}
+
+    assert inf.original_size({"orig_size": torch.tensor([480, 640])}, DS(), 0) == (640, 480)
+    target = BoxList(torch.zeros(0, 4), (10, 10))
+    assert inf.original_size(target, DS(), 2) == (302, 200)
+    target.add_field("orig_size", torch.tensor([7, 9]))
+    assert inf.original_size(target, DS(), 2) == (9, 7)
+
+
+def test_accumulate_predictions_orders_by_index():
+    assert inf.accumulate_predictions({2: "c", 0: "a", 1: "b"}) == ["a", "b", "c"]
+
+
+def test_eval_kind_and_label_offset():
+    c = default_cfg.clone()
+    c.defrost()
+    c.DATASETS.TEST = ("flickr30k_test",)
+    assert inf.eval_kind(c) == "flickr"
+    c.DATASETS.TEST = ("lvis_v1_minival",)
+    assert inf.eval_kind(c) == "lvis"
+    c.DATASETS.TEST = ("coco_2017_val",)
+    assert inf.eval_kind(c) == "coco"
+    c.MODEL.RPN_ARCHITECTURE = "VLDYHEAD"
+    assert inf.label_offset(c) == 1
+
+
+# --- tiny GLIP end to end -----------------------------------------------------------------------------------------
+
+def _load(path):
+    return torch.load(path, weights_only=False)
+
+
+def _assert_same_predictions(a, b):
+    assert len(a) == len(b)
+    for pa, pb in zip(a, b):
+        assert pa.size == pb.size and len(pa) == len(pb)
+        assert torch.equal(pa.get_field("labels"), pb.get_field("labels"))
+        torch.testing.assert_close(pa.bbox, pb.bbox, atol=1e-3, rtol=0)
+        torch.testing.assert_close(pa.get_field("scores"), pb.get_field("scores"), atol=1e-5, rtol=0)
+
+
+def test_batched_evaluation_gives_the_predictions_of_single_images(tiny_setup, tmp_path):
+    model, _ = tiny_setup
+    _run(model, tiny_cfg(TEST__IMS_PER_BATCH=1), str(tmp_path / "one"))
+    results, _ = _run(model, tiny_cfg(TEST__IMS_PER_BATCH=3), str(tmp_path / "three"))
+    single, batched = _load(tmp_path / "one/predictions.pth"), _load(tmp_path / "three/predictions.pth")
+    assert len(single) == len(IMAGE_SIZES) and all(len(p) > 0 for p in single)
+    _assert_same_predictions(single, batched)
+    assert json.loads((tmp_path / "one/bbox.json").read_text()) and (tmp_path / "three/bbox.csv").exists()
+    assert results.results["bbox"]["AP"] >= 0
+
+
+def test_chunked_evaluation_equals_each_chunk_run_alone(tiny_setup, tmp_path):
+    """CHUNKED_EVALUATION 2 over 3 categories: per image, the detections of prompt "cat. traffic light" (labels 1,
+    2) followed by those of prompt "tree" (label 3), each obtained by calling the model directly."""
+    from glip.data.build import make_data_loader
+
+    model, _ = tiny_setup
+    cfg = tiny_cfg(TEST__IMS_PER_BATCH=2, TEST__CHUNKED_EVALUATION=2)
+    _run(model, cfg, str(tmp_path / "chunked"))
+    predictions = _load(tmp_path / "chunked/predictions.pth")
+    dataset = make_data_loader(cfg, is_train=False)[0].dataset
+    for index, prediction in enumerate(predictions):
+        image = to_image_list([dataset[index][0]], size_divisible=32)
+        with torch.no_grad():
+            first = model(image, captions=["cat. traffic light"], positive_map={1: [1], 2: [3, 4]})[0]
+            second = model(image, captions=["tree"], positive_map={3: [1]})[0]
+        expected = BoxList.concate_box_list([first, second])
+        assert set(first.get_field("labels").tolist()) <= {1, 2}
+        assert set(second.get_field("labels").tolist()) <= {3}
+        _assert_same_predictions([prediction], [expected])
