@@ -3,7 +3,7 @@
 The C++ CPU kernels (`glip._C`) are built whenever torch and a C++ compiler are available; the CUDA kernels are
 added when FORCE_CUDA=1 or a GPU is visible (and CUDA_HOME is found). GLIP_NO_EXT=1 skips the build. Any build
 failure is logged as a warning and the pure-Python package is installed; `glip.layers` then falls back to
-torchvision / PyTorch.
+torchvision / PyTorch. GLIP_EXT_STRICT=1 makes build failures fatal instead (for CI).
 """
 import glob
 import logging
@@ -22,8 +22,15 @@ def _flag(name: str) -> bool:
 
 
 def _warn(message: str) -> None:
-    logger.warning(message)
-    sys.stderr.write(f"WARNING: {message}\n")
+    logger.warning("WARNING: %s", message)  # no handler configured: printed to stderr by logging's last resort
+
+
+def _pip_cuda_include_dirs(torch_dir: str, cuda_home: str) -> list:
+    """Header folders of the pip `nvidia-*` wheels, when the toolkit at CUDA_HOME lacks the libraries' headers
+    that torch's CUDA headers include (e.g. cusparse.h with a compiler-only toolkit)."""
+    if os.path.exists(os.path.join(cuda_home, "include", "cusparse.h")):
+        return []
+    return sorted(glob.glob(os.path.join(os.path.dirname(torch_dir), "nvidia", "*", "include")))
 
 
 def _extension_and_cmdclass():
@@ -39,6 +46,8 @@ def _extension_and_cmdclass():
         return [], {}
     compiler = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
     if compiler is None and sys.platform != "win32":
+        if _flag("GLIP_EXT_STRICT"):
+            raise RuntimeError("GLIP_EXT_STRICT=1 but no C++ compiler was found")
         _warn("no C++ compiler found; not building glip._C")
         return [], {}
 
@@ -47,8 +56,10 @@ def _extension_and_cmdclass():
     with_cuda = (_flag("FORCE_CUDA") or torch.cuda.is_available()) and CUDA_HOME is not None
     if with_cuda:
         sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
+        include_dirs = [os.path.join(ROOT, "csrc")] + _pip_cuda_include_dirs(os.path.dirname(torch.__file__),
+                                                                             CUDA_HOME)
         extension = CUDAExtension(
-            "glip._C", sources, include_dirs=[os.path.join(ROOT, "csrc")], define_macros=[("WITH_CUDA", None)],
+            "glip._C", sources, include_dirs=include_dirs, define_macros=[("WITH_CUDA", None)],
             extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "--expt-relaxed-constexpr"]})
     else:
         if _flag("FORCE_CUDA"):
@@ -65,6 +76,8 @@ def _extension_and_cmdclass():
             try:
                 super().run()
             except Exception as err:  # compiler errors, missing headers, ...
+                if _flag("GLIP_EXT_STRICT"):
+                    raise
                 OptionalBuildExt.failed = True
                 _warn(f"building glip._C failed ({err}); installing without the compiled ops")
 

@@ -110,8 +110,10 @@ def main(cfg, args):
         logger.warning("no --weight and no MODEL.WEIGHT: evaluating randomly initialised weights")
     log_dir = eval_log_dir(cfg, args.weight)
     all_results = {}
-    for task_cfg in cli.task_config_variants(cfg, args.task_config, args.opts):
-        all_results.update(evaluate(model, task_cfg, log_dir, args.distributed))
+    task_names = [os.path.splitext(os.path.basename(p))[0] for p in cli.split_task_configs(args.task_config)]
+    for k, task_cfg in enumerate(cli.task_config_variants(cfg, args.task_config, args.opts)):
+        for name, result in evaluate(model, task_cfg, log_dir, args.distributed).items():
+            all_results["{}/{}".format(task_names[k], name) if task_names else name] = result
     if all_results:
         logger.info("Results:\n%s", format_results(all_results))
     return 0

@@ -188,10 +188,12 @@ void deformable_col2im(const T* input, const T* mask, const std::vector<std::vec
   }
 }
 
-// Output positions per block: the columns of a block stay cache-sized however large the feature map is.
-int64_t block_positions(int64_t row_size) {
-  const int64_t target = (int64_t(1) << 20) / std::max<int64_t>(row_size, 1);
-  return std::max<int64_t>(64, std::min<int64_t>(target, 4096));
+// Output positions per block: the (positions, C*K) columns of a block stay below ~16M entries whatever the map
+// size, in blocks of even length (large blocks keep the GEMMs efficient).
+int64_t block_positions(int64_t row_size, int64_t positions) {
+  const int64_t limit = std::max<int64_t>(64, (int64_t(1) << 24) / std::max<int64_t>(row_size, 1));
+  const int64_t n_blocks = (positions + limit - 1) / limit;
+  return (positions + n_blocks - 1) / n_blocks;
 }
 
 ConvGeometry geometry(const at::Tensor& input, const at::Tensor& weight, int64_t out_h, int64_t out_w,
@@ -218,7 +220,7 @@ at::Tensor deform_conv_forward_cpu(const at::Tensor& input_, const at::Tensor& o
   const at::Tensor input = input_.permute({0, 2, 3, 1}).contiguous();
   const at::Tensor weight = weight_.permute({0, 2, 3, 1}).reshape({out_channels, cg_k});
   at::Tensor output = at::empty({batch, out_channels, g.out_h, g.out_w}, input.options());
-  const int64_t block = std::min(block_positions(g.channels * taps), np);
+  const int64_t block = block_positions(g.channels * taps, np);
   at::Tensor cols = at::empty({block, g.channels * taps}, input.options());
   const bool has_bias = bias_.defined() && bias_.numel() > 0;
   const at::Tensor bias = has_bias ? bias_.to(input.scalar_type()).view({out_channels, 1}) : at::Tensor();
@@ -277,7 +279,7 @@ DeformGrads deform_conv_backward_cpu(const at::Tensor& grad_output_, const at::T
   at::Tensor grad_weight = at::zeros({out_channels, cg_k}, input.options());
   const bool has_bias = bias_.defined() && bias_.numel() > 0;
   at::Tensor grad_bias = has_bias ? grad_output.sum({0, 2, 3}).to(bias_.scalar_type()) : at::Tensor();
-  const int64_t block = std::min(block_positions(g.channels * taps), np);
+  const int64_t block = block_positions(g.channels * taps, np);
   at::Tensor cols = at::empty({block, g.channels * taps}, input.options());
   at::Tensor grad_cols = at::empty({block, g.channels * taps}, input.options());
 

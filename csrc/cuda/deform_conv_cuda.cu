@@ -1,7 +1,8 @@
 // CUDA modulated deformable convolution (DCNv2): bilinear im2col kernels + cuBLAS GEMMs (through ATen), and the
 // backward kernels (col2im into the input gradient, coordinate/mask gradients). Same semantics as the CPU path.
 #include <ATen/cuda/Atomic.cuh>
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 
 #include "../ops.h"
@@ -150,7 +151,7 @@ at::Tensor deform_conv_forward_cuda(const at::Tensor& input_, const at::Tensor& 
   const bool has_bias = bias_.defined() && bias_.numel() > 0;
   const at::Tensor bias = has_bias ? bias_.to(input.scalar_type()).contiguous().view({groups, og, 1}) : at::Tensor();
   const int64_t n = int64_t(g.channels) * taps * np;
-  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   for (int64_t b = 0; b < batch; ++b) {
     AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "deform_conv_forward_cuda", [&] {
       im2col_kernel<scalar_t><<<blocks_for(n), kThreads, 0, stream>>>(
@@ -194,7 +195,7 @@ DeformGrads deform_conv_backward_cuda(const at::Tensor& grad_output_, const at::
   const at::Tensor w_t = weight.view({groups, og, cg_k}).transpose(1, 2);
   at::Tensor grad_w_groups = grad_weight.view({groups, og, cg_k});
   const int64_t n = int64_t(g.channels) * taps * np, n_coord = int64_t(g.dg) * taps * np;
-  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   for (int64_t b = 0; b < batch; ++b) {
     const at::Tensor go_b = grad_output[b].view({groups, og, np});
     at::bmm_out(grad_cols, w_t, go_b);

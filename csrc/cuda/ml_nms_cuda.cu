@@ -1,6 +1,7 @@
 // CUDA multi-label NMS: a pairwise suppression bitmask over score-sorted boxes (64 boxes per word), then the
 // greedy scan on the host. Same semantics as the CPU path (+1 widths, same label only, IoU > threshold).
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 
 #include <vector>
@@ -63,7 +64,7 @@ at::Tensor ml_nms_cuda(const at::Tensor& boxes, const at::Tensor& scores, const 
   const int words = static_cast<int>((n + kBoxesPerWord - 1) / kBoxesPerWord);
   at::Tensor mask = at::empty({n, words}, boxes.options().dtype(at::kLong));
   const dim3 blocks(words, words), threads(kBoxesPerWord);
-  ml_nms_mask_kernel<<<blocks, threads, 0, at::cuda::getCurrentCUDAStream()>>>(
+  ml_nms_mask_kernel<<<blocks, threads, 0, c10::cuda::getCurrentCUDAStream()>>>(
       static_cast<int>(n), static_cast<float>(threshold), sorted.data_ptr<float>(),
       reinterpret_cast<unsigned long long*>(mask.data_ptr<int64_t>()));
   C10_CUDA_KERNEL_LAUNCH_CHECK();

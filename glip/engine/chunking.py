@@ -1,4 +1,4 @@
-"""Splitting a category list that does not fit the language model into prompts of whole categories.
+"""Splitting a category list that does not fit one prompt into prompts of whole categories.
 
 BERT sees at most MAX_QUERY_LEN (256) tokens; the model truncates longer prompts, so categories past the limit
 could never be detected. A category prompt is `name . name . ... name . ` ([CLS] + tokens + [SEP]); the token
@@ -6,9 +6,9 @@ count of that prompt is the sum of the names' WordPiece counts plus one per sepa
 basic tokenizer splits on whitespace and punctuation. Chunks are filled greedily in the given order, so the
 prompt is the same single chunk whenever everything fits. A prompt also holds at most as many categories as the
 post-processor has class columns (NUM_CLASSES - 1 = 80 for the released configs, or
-TEST.MDETR_STYLE_AGGREGATE_CLASS_NUM), because labels are numbered within the prompt. Each chunk is run separately, its labels (1-based
-inside the chunk) are mapped back to the global list (`map_labels`), and the per-chunk detections are merged
-with per-class NMS and the per-image detection cap (`merge_chunk_detections`).
+TEST.MDETR_STYLE_AGGREGATE_CLASS_NUM), because labels are numbered within the prompt. Each chunk is run
+separately, its labels (1-based inside the chunk) are mapped back to the global list (`map_labels`), and the
+per-chunk detections are merged with per-class NMS and the per-image detection cap (`merge_chunk_detections`).
 """
 from typing import List, Sequence
 

@@ -10,8 +10,9 @@ Beyond the reference's single-image `compute_prediction` / `inference`:
   the zero padding (Swin windows and the image-text fusion attend over padded pixels) and batching must not
   change a result.
 * class lists (and "a. b. c." captions) longer than the language model's MAX_QUERY_LEN tokens, or with more
-  names than the post-processor has class columns (NUM_CLASSES - 1), are split into prompts of whole categories (`glip.engine.chunking`), run one by one and merged with per-class NMS; a list that
-  fits runs as one prompt, unchanged.
+  names than the post-processor has class columns (NUM_CLASSES - 1), are split into prompts of whole
+  categories (`glip.engine.chunking`), run one by one and merged with per-class NMS; a list that fits runs as
+  one prompt, unchanged.
 * free captions without spans get their phrases offline (`glip.engine.phrases`).
 """
 import logging
@@ -291,7 +292,7 @@ class GLIPDemo:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         prompts = self.build_prompts(caption, custom_entity)
-        arrays = [to_bgr_uint8(image) for image in images]
+        arrays = [load_image(image) if isinstance(image, (str, Path)) else to_bgr_uint8(image) for image in images]
         tensors = [self.transform(array) for array in arrays]
         groups: Dict[tuple, List[int]] = {}
         for index, tensor in enumerate(tensors):
@@ -309,8 +310,8 @@ class GLIPDemo:
                 threshold: Union[None, float, Sequence[float]] = None, batch_size: int = 4) -> List[BoxList]:
         """Detections above `threshold` (default `confidence_threshold`) per image, sorted by score.
 
-        `images`: list of images (BGR arrays, see `to_bgr_uint8`); `caption`: one caption or list of class names
-        for all images. Equal to calling `inference` on each image alone.
+        `images`: list of images (BGR arrays, see `to_bgr_uint8`, or file paths); `caption`: one caption or
+        list of class names for all images. Equal to calling `inference` on each image alone.
         """
         threshold = self.confidence_threshold if threshold is None else threshold
         return [self._threshold(p, threshold) for p in self.predict_all(images, caption, custom_entity, batch_size)]

@@ -70,9 +70,13 @@ class CachedLanguageBackbone(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict:
         keys = [_row_key(input_ids[i], attention_mask[i]) for i in range(input_ids.shape[0])]
-        todo = [i for i, key in enumerate(keys) if key not in self._cache]
-        self.hits += len(keys) - len(todo)
+        todo, seen = [], set()
+        for i, key in enumerate(keys):
+            if key not in self._cache and key not in seen:
+                todo.append(i)
+                seen.add(key)
         self.misses += len(todo)
+        self.hits += len(keys) - len(todo)
         if todo:
             if self.body is None:
                 raise KeyError("caption not in the tuned prompt and no language backbone to encode it; use one of "

@@ -51,7 +51,8 @@ def draw_detections(image_rgb, boxes, labels, scores, names: Optional[Sequence[s
         text = f"{name}: {score:.2f}"
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
         tw, th = right - left, bottom - top + 2
-        tx, ty = x0, y0 - th - line_width if y0 - th - line_width >= 0 else y0 + line_width
+        tx = max(0.0, min(x0, image.size[0] - tw - 2))
+        ty = y0 - th - line_width if y0 - th - line_width >= 0 else y0 + line_width
         while any(abs(tx - px) < tw and abs(ty - py) < th for px, py in placed):
             ty += th
         placed.append((tx, ty))

@@ -42,3 +42,58 @@ def test_no_mode_leaves_config_untouched():
     before = c.dump()
     apply_tuning_highlevel_override(c)
     assert c.dump() == before
+
+
+# --- freeze policies against the reference's end-to-end golden (GLIP-T, tools/finetune.py, 2 iterations) ---
+import json  # noqa: E402
+
+import torch  # noqa: E402
+
+from glip.config.tuning import TUNING_MODES, is_trainable, policy_from_config, trainable_names  # noqa: E402
+from helpers import REFERENCE  # noqa: E402
+
+
+def _golden_modes():
+    return torch.load(REFERENCE / "end_to_end" / "golden" / "finetune_modes.pt", weights_only=False)["modes"]
+
+
+def _glip_t_parameters():
+    keys = json.loads((REFERENCE / "state_dict_glip_tiny.json").read_text())["keys"]
+    return [k[len("module."):] for k, v in keys.items() if v["kind"] == "parameter"]
+
+
+def test_full_policy_matches_the_tensors_the_reference_trained():
+    params = _glip_t_parameters()
+    changed = set(_golden_modes()["full"]["changed"])
+    trainable = set(trainable_names(params, TUNING_MODES["full"]))
+    assert changed <= trainable
+    # Trainable but unchanged in the golden: only the FPN-level scales 1-4 (no positive anchor there in 2 steps).
+    assert {k.rsplit(".", 2)[0] for k in trainable - changed} == {"rpn.head.scales"}
+    assert set(params) - trainable == {"rpn.head.cls_logits.weight", "rpn.head.cls_logits.bias"}
+
+
+def test_language_prompt_v2_trains_only_the_new_prompt_offset():
+    golden = _golden_modes()["language_prompt_v2"]
+    assert golden["changed"] == [] and list(golden["new_keys"]) == ["rpn.tunable_linear.weight"]
+    policy = TUNING_MODES["language_prompt_v2"]
+    assert trainable_names(_glip_t_parameters(), policy) == []
+    assert is_trainable("rpn.tunable_linear.weight", policy)
+    assert golden["new_keys"]["rpn.tunable_linear.weight"]["shape"] == (1000, 768)
+
+
+@pytest.mark.parametrize("mode", sorted(EXPECTED))
+def test_policy_from_config_is_the_mode(mode):
+    c = cfg.clone()
+    c.merge_from_list(["SOLVER.TUNING_HIGHLEVEL_OVERRIDE", mode])
+    c.MODEL.DYHEAD.FUSE_CONFIG.USE_DOT_PRODUCT_TOKEN_LOSS = True  # as every GLIP config
+    assert policy_from_config(apply_tuning_highlevel_override(c)) == TUNING_MODES[mode]
+
+
+def test_rules_per_part():
+    v1, lp = TUNING_MODES["language_prompt_v1"], TUNING_MODES["linear_prob"]
+    assert is_trainable("module.language_backbone.body.model.encoder.layer.0.output.dense.weight", v1)
+    assert not is_trainable("rpn.head.bbox_pred.weight", v1)
+    assert is_trainable("rpn.head.bbox_pred.weight", lp) and is_trainable("rpn.head.log_scale", lp)
+    assert not is_trainable("rpn.head.dyhead_tower.0.b_attn.gamma_v", lp)
+    assert not is_trainable("rpn.head.cls_logits.weight", TUNING_MODES["full"])
+    assert not is_trainable("backbone.fpn.fpn_inner2.weight", lp)

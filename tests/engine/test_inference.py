@@ -4,7 +4,6 @@ import json
 
 import pytest
 import torch
-import yaml
 from helpers import REFERENCE
 from PIL import Image
 
@@ -12,23 +11,18 @@ from glip.config import cfg as default_cfg
 from glip.engine import inference as inf
 from glip.structures.bounding_box import BoxList
 from glip.structures.image_list import ImageList, to_image_list
+from glip.utils import cli
 
-GLIP_T = REFERENCE.parent.parent.parent / "configs/pretrain/glip_Swin_T_O365_GoldG.yaml"
-
-TINY_OVERRIDES = {
-    "MODEL": {
-        "SWINT": {"EMBED_DIM": 32, "DEPTHS": (1, 1, 1, 1), "NUM_HEADS": (1, 2, 4, 8), "OUT_CHANNELS": (32, 64, 128, 256)},
-        "DYHEAD": {"NUM_CONVS": 1, "USE_CHECKPOINT": False},
-        "DEVICE": "cpu",
-    },
-    "INPUT": {"MIN_SIZE_TEST": 64, "MAX_SIZE_TEST": 128},
-    "DATALOADER": {"NUM_WORKERS": 0},
-}
+GLIP_T = str(REFERENCE.parent.parent.parent / "configs/pretrain/glip_Swin_T_O365_GoldG.yaml")
+TINY_OPTS = ["MODEL.SWINT.EMBED_DIM", "32", "MODEL.SWINT.DEPTHS", "(1, 1, 1, 1)", "MODEL.SWINT.NUM_HEADS",
+             "(1, 2, 4, 8)", "MODEL.SWINT.OUT_CHANNELS", "(32, 64, 128, 256)", "MODEL.DYHEAD.NUM_CONVS", "1",
+             "MODEL.DYHEAD.USE_CHECKPOINT", "False", "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "128",
+             "DATALOADER.NUM_WORKERS", "0", "MODEL.DEVICE", "cpu"]
 CATEGORIES = [{"id": 1, "name": "cat", "supercategory": "animal"},
               {"id": 3, "name": "traffic_light", "supercategory": "thing"},
               {"id": 7, "name": "tree", "supercategory": "plant"}]
 # (width, height): the 2nd and 3rd share a padded shape at 64/128 px, the others differ.
-IMAGE_SIZES = [(160, 120), (120, 160), (121, 161), (100, 100), (200, 90)]
+IMAGE_SIZES = [(160, 120), (120, 160), (121, 161), (200, 90)]
 
 
 def tiny_bert(monkeypatch):
@@ -44,20 +38,6 @@ def tiny_bert(monkeypatch):
         return config
 
     monkeypatch.setattr(bert, "load_bert_config", small_config)
-
-
-def tiny_config_dict():
-    """The GLIP-T yaml with the tiny overrides laid over it (nested keys replaced)."""
-    data = yaml.safe_load(GLIP_T.read_text())
-
-    def merge(dst, src):
-        for key, value in src.items():
-            if isinstance(value, dict):
-                merge(dst.setdefault(key, {}), value)
-            else:
-                dst[key] = list(value) if isinstance(value, tuple) else value
-    merge(data, TINY_OVERRIDES)
-    return data
 
 
 def write_tiny_coco(root, sizes=IMAGE_SIZES):
@@ -78,10 +58,8 @@ def write_tiny_coco(root, sizes=IMAGE_SIZES):
 
 
 def tiny_cfg(**test_overrides):
-    c = default_cfg.clone()
-    c.defrost()
-    c.merge_from_file(str(GLIP_T))
-    c.merge_from_other_cfg(type(c)(tiny_config_dict()))
+    """GLIP-T shrunk by TINY_OPTS, evaluating the generated `test` dataset; `SECTION__KEY=value` overrides."""
+    c = cli.merge_config(cli.base_config(), GLIP_T, TINY_OPTS)
     c.DATASETS.REGISTER = type(c)({"test": {"ann_file": "tiny/ann.json", "img_dir": "tiny/images"}})
     c.DATASETS.TEST = ("test",)
     c.TEST.EVAL_TASK = "detection"
@@ -91,22 +69,33 @@ def tiny_cfg(**test_overrides):
     return c
 
 
-@pytest.fixture
-def tiny_setup(tmp_path, monkeypatch):
-    """(tiny filled GLIP in eval mode, data root) with DATASET pointing at the generated COCO data."""
+def build_tiny_model():
+    """The tiny GLIP, filled with the golden rule (salt "#tiny") and a confident head, in eval mode."""
     from helpers.glip_model import fill_model_
 
     from glip.modeling.detector import build_detection_model
 
-    tiny_bert(monkeypatch)
-    write_tiny_coco(tmp_path)
-    monkeypatch.setenv("DATASET", str(tmp_path))
-    model = build_detection_model(tiny_cfg())
+    with pytest.MonkeyPatch.context() as patch:
+        tiny_bert(patch)
+        model = build_detection_model(tiny_cfg())
     fill_model_(model, salt="#tiny")
     with torch.no_grad():  # a more confident head than the fill rule's, so every image has detections
         model.rpn.head.bias0.fill_(0.0)
         model.rpn.head.log_scale.fill_(0.0)
-    return model.eval(), tmp_path
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    return build_tiny_model()
+
+
+@pytest.fixture
+def tiny_setup(tiny_model, tmp_path, monkeypatch):
+    """(tiny GLIP, data root) with DATASET pointing at freshly generated COCO data."""
+    write_tiny_coco(tmp_path)
+    monkeypatch.setenv("DATASET", str(tmp_path))
+    return tiny_model, tmp_path
 
 
 def _run(model, cfg, output_folder=None):
@@ -193,6 +182,32 @@ def test_grounding_runs_each_image_with_its_own_caption_and_map():
     assert [o.get_field("labels").tolist() for o in outs] == [[1, 2], [1]]
 
 
+def test_streaming_evaluator_inputs_are_in_original_pixels():
+    """Flickr: boxes per phrase (label - 1) by descending score, each list closed by a zero box; LVIS: (json image
+    id, xyxy boxes); both scaled from the 64x32 network input to the 128x96 original (x2, x3)."""
+    prediction = BoxList(torch.tensor([[1.0, 2.0, 3.0, 4.0], [10.0, 10.0, 20.0, 30.0]]), (64, 32))
+    prediction.add_field("labels", torch.tensor([2, 1]))
+    prediction.add_field("scores", torch.tensor([0.3, 0.9]))
+    target = BoxList(torch.zeros(0, 4), (64, 32))
+    target.add_field("orig_size", torch.tensor([96, 128]))
+    target.add_field("positive_map_eval", torch.zeros(3, 256))
+    target.add_field("original_img_id", 77)
+    target.add_field("sentence_id", 4)
+    (flickr,) = inf._evaluator_inputs("flickr", [prediction], [target], [0], None, None, plus=1)
+    assert flickr["image_id"] == 77 and flickr["sentence_id"] == 4
+    assert flickr["boxes"] == [[[20.0, 30.0, 40.0, 90.0], [0.0] * 4], [[2.0, 6.0, 6.0, 12.0], [0.0] * 4], [[0.0] * 4]]
+    assert flickr["scores"][0] == pytest.approx([0.9]) and flickr["scores"][1] == pytest.approx([0.3])
+
+    class DS:
+        id_to_img_map = {5: 1234}
+
+    ((image_id, lvis),) = inf._evaluator_inputs("lvis", [prediction], [{"orig_size": torch.tensor([96, 128])}], [5],
+                                                DS(), None, plus=1)
+    assert image_id == 1234
+    assert lvis["boxes"].tolist() == [[2.0, 6.0, 6.0, 12.0], [20.0, 30.0, 40.0, 90.0]]
+    assert lvis["labels"].tolist() == [2, 1]
+
+
 def test_original_size_from_target_or_dataset():
     class DS:
         def get_img_info(self, index):
@@ -240,7 +255,7 @@ def _assert_same_predictions(a, b):
 def test_batched_evaluation_gives_the_predictions_of_single_images(tiny_setup, tmp_path):
     model, _ = tiny_setup
     _run(model, tiny_cfg(TEST__IMS_PER_BATCH=1), str(tmp_path / "one"))
-    results, _ = _run(model, tiny_cfg(TEST__IMS_PER_BATCH=3), str(tmp_path / "three"))
+    results, _ = _run(model, tiny_cfg(TEST__IMS_PER_BATCH=4), str(tmp_path / "three"))
     single, batched = _load(tmp_path / "one/predictions.pth"), _load(tmp_path / "three/predictions.pth")
     assert len(single) == len(IMAGE_SIZES) and all(len(p) > 0 for p in single)
     _assert_same_predictions(single, batched)
@@ -248,15 +263,19 @@ def test_batched_evaluation_gives_the_predictions_of_single_images(tiny_setup, t
     assert results.results["bbox"]["AP"] >= 0
 
 
+@pytest.mark.slow
 def test_chunked_evaluation_equals_each_chunk_run_alone(tiny_setup, tmp_path):
     """CHUNKED_EVALUATION 2 over 3 categories: per image, the detections of prompt "cat. traffic light" (labels 1,
-    2) followed by those of prompt "tree" (label 3), each obtained by calling the model directly."""
+    2) followed by those of prompt "tree" (label 3), each obtained by calling the model directly. TEST.SUBSET 1
+    keeps the first batch (images 0 and 1, no aspect-ratio grouping)."""
     from glip.data.build import make_data_loader
 
     model, _ = tiny_setup
-    cfg = tiny_cfg(TEST__IMS_PER_BATCH=2, TEST__CHUNKED_EVALUATION=2)
+    cfg = tiny_cfg(TEST__IMS_PER_BATCH=2, TEST__CHUNKED_EVALUATION=2, TEST__SUBSET=1,
+                   DATALOADER__ASPECT_RATIO_GROUPING=False)
     _run(model, cfg, str(tmp_path / "chunked"))
     predictions = _load(tmp_path / "chunked/predictions.pth")
+    assert len(predictions) == 2
     dataset = make_data_loader(cfg, is_train=False)[0].dataset
     for index, prediction in enumerate(predictions):
         image = to_image_list([dataset[index][0]], size_divisible=32)

@@ -55,7 +55,8 @@ def test_auto_uses_spacy_when_installed(monkeypatch):
 
     fake_nlp = lambda caption: Doc()  # noqa: E731
     monkeypatch.setattr(phrases, "load_spacy", lambda: fake_nlp)
-    assert extract_phrases("a cat sitting on a wooden table") == [Phrase("a cat", 0, 5), Phrase("a wooden table", 17, 31)]
+    expected = [Phrase("a cat", 0, 5), Phrase("a wooden table", 17, 31)]
+    assert extract_phrases("a cat sitting on a wooden table") == expected
 
 
 def test_rules_without_spacy(monkeypatch):

@@ -150,6 +150,7 @@ def lvis_size_names():
     return module.lvis_size_names()
 
 
+@pytest.mark.slow
 def test_lvis_size_vocabulary(demo):
     """1203 names (about 15 prompts) on the tiny model: every chunk runs and its labels come back global."""
     names = lvis_size_names()
@@ -252,6 +253,12 @@ def test_load_image_files(tmp_path):
         load_image(tmp_path / "broken.png")
     with pytest.raises(ImageLoadError, match="missing.jpg"):
         load_image(tmp_path / "missing.jpg")
+
+
+def test_predict_names_unreadable_files(demo, tmp_path):
+    (tmp_path / "photo.jpg").write_bytes(b"GIF89a-but-not-really")
+    with pytest.raises(ImageLoadError, match="photo.jpg"):
+        demo.predict([str(tmp_path / "photo.jpg")], ["cat"])
 
 
 def test_weight_file_not_matching_config(demo, tmp_path):

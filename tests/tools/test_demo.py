@@ -129,3 +129,16 @@ def test_weight_file_not_matching_config(tiny_demo, tmp_path, caplog):
     assert "other_model.pth does not fit" in caplog.text
     assert "missing: language_backbone.body.model.encoder.layer.1." in caplog.text
     assert "unexpected: rpn.head.not_a_layer.weight" in caplog.text
+
+
+def test_draw_detections_colours_and_sizes():
+    from glip.utils.visualize import draw_detections, label_color
+
+    image = np.zeros((50, 80, 3), np.uint8)
+    drawn = np.asarray(draw_detections(image, [[10, 20, 60, 45]], [3], [0.87], ["traffic light"], line_width=1))
+    assert drawn.shape == image.shape
+    assert tuple(drawn[45, 30]) == label_color(3)  # bottom edge of the box
+    assert tuple(drawn[44, 30]) == (0, 0, 0)  # inside stays untouched
+    assert label_color(1) != label_color(2)
+    with pytest.raises(ValueError, match="boxes"):
+        draw_detections(image, [[0, 0, 1, 1]], [1, 2], [0.5], None)

@@ -64,7 +64,8 @@ def shifted_window_mask(height: int, width: int, window_size: int, shift_size: i
 class WindowAttention(nn.Module):
     """Multi-head self-attention inside windows with a relative position bias.
 
-    Scores are `(q * head_dim^-0.5) @ k^T + bias (+ shift mask)`, softmax over keys.
+    Scores are `(q * head_dim^-0.5) @ k^T + bias (+ shift mask)`, softmax over keys. Without autograd the
+    product runs as one `F.scaled_dot_product_attention` call with the summed bias/mask.
     """
 
     def __init__(self, dim: int, window_size, num_heads: int, qkv_bias: bool = True,
@@ -95,6 +96,13 @@ class WindowAttention(nn.Module):
         bw, n, c = x.shape
         qkv = self.qkv(x).reshape(bw, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]
+        if not torch.is_grad_enabled() and not (self.training and self.attn_drop.p > 0):
+            # inference: one fused kernel; same scores (q * scale) k^T + (bias + mask) up to fp32 rounding
+            bias = self.relative_position_bias().unsqueeze(0)
+            if mask is not None:
+                bias = (bias + mask.unsqueeze(1)).repeat(bw // mask.shape[0], 1, 1, 1)
+            x = F.scaled_dot_product_attention(q * self.scale, k, v, attn_mask=bias, scale=1.0)
+            return self.proj_drop(self.proj(x.transpose(1, 2).reshape(bw, n, c)))
         attn = (q * self.scale) @ k.transpose(-2, -1)
         attn = attn + self.relative_position_bias().unsqueeze(0)
         if mask is not None:

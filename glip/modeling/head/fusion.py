@@ -4,7 +4,6 @@
 `BiAttentionBlockForCheckpoint` adds pre-LayerNorm and layer-scale residuals over all FPN levels at once, and
 `VLFuse` is the dyhead tower module wrapping it (dict in, dict out).
 """
-import math
 from typing import List, Sequence, Tuple
 
 import torch
@@ -32,7 +31,8 @@ class BiMultiHeadAttention(nn.Module):
     Image side: softmax over text of A + mask bias (-9e15 at padded tokens) -> values_l_proj(l) -> out_v_proj.
     Text side: softmax over ALL visual positions (no image mask) of A^T - rowmax -> values_v_proj(v) -> out_l_proj.
     The clamp flags bound the logits to +-50000 (fp16 safety in the reference). Attention dropout uses the
-    float attribute `dropout`.
+    float attribute `dropout`. Without autograd, `blocked_inference` (default True) selects the head-by-head
+    evaluation `_forward_blocked` (same values up to fp32 rounding, half the FLOPs, no (B*heads, N, T) tensors).
     Returns (delta_v (B, N, v_dim), delta_l (B, T, l_dim)).
     """
 
@@ -52,6 +52,7 @@ class BiMultiHeadAttention(nn.Module):
         self.stable_softmax_2d = stable_softmax_2d
         self.clamp_min_for_underflow = clamp_min_for_underflow
         self.clamp_max_for_overflow = clamp_max_for_overflow
+        self.blocked_inference = True
 
         self.v_proj = nn.Linear(v_dim, embed_dim)
         self.l_proj = nn.Linear(l_dim, embed_dim)
@@ -93,7 +94,7 @@ class BiMultiHeadAttention(nn.Module):
         Without autograd (inference) a head-by-head evaluation runs (`_forward_blocked`); it computes the same
         quantities as the batched formulation used for training (`_forward_batched`) without materialising the
         (B*heads, N, T) intermediates."""
-        blocked = (not torch.is_grad_enabled() and not self.stable_softmax_2d
+        blocked = (self.blocked_inference and not torch.is_grad_enabled() and not self.stable_softmax_2d
                    and not (self.training and self.dropout > 0))
         if blocked:
             return self._forward_blocked(v, l, attention_mask_l)
@@ -130,50 +131,44 @@ class BiMultiHeadAttention(nn.Module):
         out_l = self._merge(torch.bmm(attn_l, value_v), bsz)
         return self.out_v_proj(out_v), self.out_l_proj(out_l)
 
-    def _query_projection(self) -> Tuple[torch.Tensor, torch.Tensor]:
-        """v_proj's weight/bias with the attention scale folded in; exact when the scale is a power of two
-        (head_dim 256 -> 1/16), otherwise the scale is applied to the product as in the reference."""
-        mantissa, _ = math.frexp(self.scale)
-        if mantissa == 0.5:
-            return self.v_proj.weight * self.scale, self.v_proj.bias * self.scale
-        return self.v_proj.weight, self.v_proj.bias
-
     def _forward_blocked(self, v: torch.Tensor, l: torch.Tensor,
                          attention_mask_l: torch.Tensor = None) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Inference evaluation, one (image, head) block (N, T) at a time, in place where possible.
+        """Inference evaluation, one (image, head) block A_h (N, T) at a time, with the visual-side projections
+        re-associated onto the short text side (same values up to fp32 rounding, half the FLOPs).
 
-        Per block: A = q_h k_h^T (clamped); the text side softmax(clamp(A^T - colmax)) over the N visual positions
-        equals a softmax of A over dim 0 (the subtracted max makes the clamp a no-op: every value is <= 0 and
-        exp(-50000) already underflows to 0 in fp32); the image side adds the text bias in place and takes the
-        softmax over T. No attention dropout (eval)."""
+        Per head h (slice s of the embedding, scale c = head_dim^-0.5, v (N, v_dim)):
+          A_h = ((v Wq_s^T + bq_s) c) k_s^T = v (c Wq_s^T k_s^T) + c k_s bq_s    (clamped as configured)
+          text side: P_l = softmax of A_h over the N positions (= the reference's softmax(clamp(A^T - rowmax));
+            that clamp is a no-op in fp32: all values are <= 0 and exp(-50000) already underflows to 0);
+            P_l^T (v Wvv_s^T + bvv_s) = (P_l^T v) Wvv_s^T + bvv_s, since every row of P_l^T sums to 1
+          image side: P_v = softmax over T of (A_h + text bias);
+            out_v_proj contribution P_v (value_l_s Wov_s^T), accumulated over the heads into delta_v.
+        No attention dropout (eval); never used with stable_softmax_2d (a global max over all heads)."""
         bsz, n_vis, _ = v.shape
         n_txt = l.shape[1]
         d = self.head_dim
-        w_q, b_q = self._query_projection()
-        folded = w_q is not self.v_proj.weight
-        key = self.l_proj(l)
-        value_l = self.values_l_proj(l)
+        key = self.l_proj(l)                                                              # (B, T, E)
+        value_l = self.values_l_proj(l)                                                   # (B, T, E)
+        w_q, b_q = self.v_proj.weight, self.v_proj.bias                                  # (E, v_dim), (E,)
+        w_vv, b_vv = self.values_v_proj.weight, self.values_v_proj.bias
+        w_ov = self.out_v_proj.weight                                                     # (v_dim, E)
         bias = self._text_bias(attention_mask_l, v.dtype) if attention_mask_l is not None else None
-        out_v = v.new_empty(bsz, n_vis, self.embed_dim)
+        delta_v = self.out_v_proj.bias.expand(bsz, n_vis, self.v_dim).contiguous()
         out_l = l.new_empty(bsz, n_txt, self.embed_dim)
         for b in range(bsz):
             for h in range(self.num_heads):
                 sl = slice(h * d, (h + 1) * d)
-                query = F.linear(v[b], w_q[sl], b_q[sl])                                      # (N, d)
-                if not folded:
-                    query = query * self.scale
-                attn = torch.mm(query, key[b, :, sl].t())                                      # (N, T)
-                del query
+                key_h = key[b, :, sl] * self.scale                                       # (T, d)
+                attn = torch.addmm(torch.mv(key_h, b_q[sl]), v[b], torch.mm(key_h, w_q[sl]).t())  # (N, T)
                 if self.clamp_min_for_underflow or self.clamp_max_for_overflow:
                     attn.clamp_(min=-CLAMP_LIMIT if self.clamp_min_for_underflow else None,
                                 max=CLAMP_LIMIT if self.clamp_max_for_overflow else None)
-                value_v = F.linear(v[b], self.values_v_proj.weight[sl], self.values_v_proj.bias[sl])  # (N, d)
-                out_l[b, :, sl] = torch.mm(attn.softmax(dim=0).t(), value_v)
-                del value_v
+                pooled = torch.mm(attn.softmax(dim=0).t(), v[b])                          # (T, v_dim)
+                out_l[b, :, sl] = torch.addmm(b_vv[sl], pooled, w_vv[sl].t())
                 if bias is not None:
                     attn.add_(bias[b])
-                out_v[b, :, sl] = torch.mm(attn.softmax(dim=-1), value_l[b, :, sl])
-        return self.out_v_proj(out_v), self.out_l_proj(out_l)
+                delta_v[b].addmm_(attn.softmax(dim=-1), torch.mm(value_l[b, :, sl], w_ov[:, sl].t()))
+        return delta_v, self.out_l_proj(out_l)
 
 
 class BiAttentionBlockForCheckpoint(nn.Module):

@@ -41,7 +41,15 @@ class VLDyHead(nn.Module):
         contrastive_dim: their width (CONTRASTIVE_HIDDEN_DIM).
         num_tokens, use_token_loss: the old per-location token classifier (USE_TOKEN_LOSS).
         mlm_head: optional masked-language-model head applied to the fused text (MLM_LOSS).
+
+    Attribute `trim_padded_tokens` (default False, speed option): in eval mode, run the tower only on the text
+    positions up to the batch's last valid token. Valid tokens never attend to padded ones (their keys get 0
+    weight everywhere), so the outputs for valid tokens and all visual outputs stay the same up to fp32 rounding;
+    the dropped padded columns of `dot_product_logits` are filled with `PADDED_TOKEN_LOGIT` (probability 0) and
+    the dropped rows of the returned `lang["hidden"]` with zeros, instead of the reference's values.
     """
+
+    PADDED_TOKEN_LOGIT = -50000.0
 
     def __init__(
         self,
@@ -98,6 +106,17 @@ class VLDyHead(nn.Module):
             self.bias_lang = nn.Parameter(torch.zeros(lang_dim))
             self.bias0 = nn.Parameter(torch.tensor([bias_value]))
         self.mlm_head = mlm_head
+        self.trim_padded_tokens = False
+
+    def _trimmed_length(self, language: Dict[str, torch.Tensor]) -> Optional[int]:
+        """Number of leading text positions to keep when trimming is active and useful, else None."""
+        masks = language.get("masks")
+        if (not self.trim_padded_tokens or self.training or masks is None or not self.use_dot_product
+                or self.use_contrastive_align or self.use_token_loss or self.mlm_head is not None):
+            return None
+        valid = torch.nonzero(masks.ne(0).any(dim=0))
+        keep = int(valid.max()) + 1 if len(valid) else 1
+        return keep if keep < masks.shape[1] else None
 
     def forward(self, features: List[torch.Tensor], language: Dict[str, torch.Tensor],
                 embedding: Optional[torch.Tensor] = None) -> Dict[str, object]:
@@ -113,6 +132,13 @@ class VLDyHead(nn.Module):
         `contrastive_logits`, `proj_tokens`, `mlm_logits` where enabled (else None); `fused_visual`: the
         tower's visual output; `lang`: the tower's language dict.
         """
+        full_len = language["hidden"].shape[1]
+        keep = self._trimmed_length(language)
+        original = language
+        if keep is not None:
+            language = {k: (t[:, :keep] if k in ("hidden", "masks", "embedded") and t is not None else t)
+                        for k, t in language.items()}
+            embedding = embedding[:, :keep] if embedding is not None else None
         tower_out = self.dyhead_tower({"visual": list(features), "lang": language})
         visual = tower_out["visual"]
         if self.use_fused_features_dot_product:
@@ -152,4 +178,11 @@ class VLDyHead(nn.Module):
                 if self.clamp_dot_product:
                     logits = logits.clamp(min=-50000.0, max=50000.0)
                 out["dot_product_logits"].append(logits)
+        if keep is not None:
+            out["dot_product_logits"] = [F.pad(t, (0, full_len - keep), value=self.PADDED_TOKEN_LOGIT)
+                                         for t in out["dot_product_logits"]]
+            lang = dict(out["lang"])
+            lang["hidden"] = F.pad(lang["hidden"], (0, 0, 0, full_len - keep))
+            lang.update({k: original[k] for k in ("masks", "embedded") if k in original})
+            out["lang"] = lang
         return out

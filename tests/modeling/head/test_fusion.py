@@ -164,3 +164,35 @@ def test_checkpointed_forward_and_backward_match():
 def test_other_fusion_types_raise():
     with pytest.raises(NotImplementedError, match="MHA-S"):
         VLFuse(fuse_type="MHA-S")
+
+
+@pytest.mark.parametrize("scale_inputs", [1.0, 300.0])  # 300: the +-50000 clamps bite
+def test_blocked_inference_matches_batched_path(scale_inputs):
+    torch.manual_seed(0)
+    attn = BiMultiHeadAttention(v_dim=32, l_dim=48, embed_dim=64, num_heads=4, clamp_min_for_underflow=True,
+                                clamp_max_for_overflow=True).eval()
+    v, l = scale_inputs * torch.randn(2, 37, 32), scale_inputs * torch.randn(2, 9, 48)
+    mask = torch.tensor([[1] * 9, [1] * 5 + [0] * 4])
+    with torch.no_grad():
+        blocked = attn(v, l, attention_mask_l=mask)
+        batched = attn._forward_batched(v, l, attention_mask_l=mask)
+        if scale_inputs > 1:
+            raw = torch.bmm(attn._heads(attn.v_proj(v) * attn.scale), attn._heads(attn.l_proj(l)).transpose(1, 2))
+            assert raw.abs().max() > 50000
+    for got, ref in zip(blocked, batched):
+        torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())
+
+
+def test_batched_path_when_grad_needed_or_disabled(monkeypatch):
+    attn = BiMultiHeadAttention(v_dim=8, l_dim=8, embed_dim=16, num_heads=2).eval()
+    calls = []
+    monkeypatch.setattr(attn, "_forward_blocked", lambda *a: calls.append("blocked") or (None, None))
+    v, l = torch.randn(1, 5, 8), torch.randn(1, 3, 8)
+    delta_v, _ = attn(v, l)
+    assert calls == [] and delta_v.requires_grad
+    with torch.no_grad():
+        attn(v, l)
+        assert calls == ["blocked"]
+        attn.blocked_inference = False
+        attn(v, l)
+        assert calls == ["blocked"]

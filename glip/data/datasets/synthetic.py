@@ -1,0 +1,280 @@
+"""A generated grounding dataset of coloured shapes (the quickstart's data; no download, deterministic by seed).
+
+Each image holds a few non-overlapping shapes (circle, square, triangle, star) in one of a few colours and two
+sizes, on a plain or textured background. Every split is written twice, in the two formats the data pipeline reads:
+
+* ``<split>/detection.json``: COCO detection json whose categories are colour-shape combinations ("red circle");
+  detection-as-grounding turns them into prompts such as ``"red circle. blue square. ..."``;
+* ``<split>/grounding.json``: MDETR-style json with one caption per image, e.g. ``"a small red circle to the left
+  of a large blue square and a green star"``, each box carrying the ``tokens_positive`` character span of its
+  phrase (``"small red circle"``).
+
+The held-out split (``test``) contains colour-shape combinations that never occur in the training split, neither
+as boxes nor in any training caption or prompt (``unseen``): the model has seen "red" and "triangle" but never a
+"red triangle", so the test measures compositional zero-shot grounding rather than memorisation. The training
+detection json lists only the seen combinations; the test json lists all, each with ``"seen": true/false``.
+"""
+import json
+import logging
+import math
+import os
+import random
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from PIL import Image, ImageDraw
+
+logger = logging.getLogger(__name__)
+
+COLOURS: Dict[str, Tuple[int, int, int]] = {
+    "red": (215, 40, 40),
+    "green": (40, 160, 60),
+    "blue": (40, 80, 215),
+    "yellow": (235, 200, 30),
+}
+SHAPES: Tuple[str, ...] = ("circle", "square", "triangle", "star")
+SMALL_MAX_SIDE = 48  # objects whose longer side is below this many pixels are called "small" in captions
+
+
+def combination_name(colour: str, shape: str) -> str:
+    return "{} {}".format(colour, shape)
+
+
+def default_unseen(colours: Sequence[str], shapes: Sequence[str]) -> List[Tuple[str, str]]:
+    """One held-out shape per colour on a shifted diagonal, so every colour and every shape stays seen with others.
+
+    For the default 4 x 4 vocabulary: red triangle, green star, blue circle, yellow square.
+    """
+    if len(colours) < 2 or len(shapes) < 3:
+        raise ValueError("need at least 2 colours and 3 shapes to hold combinations out")
+    return [(colour, shapes[(i + 2) % len(shapes)]) for i, colour in enumerate(colours)]
+
+
+def shape_polygon(shape: str, box: Sequence[float]) -> Optional[List[Tuple[float, float]]]:
+    """Vertices of ``shape`` inscribed in ``box`` (x0, y0, x1, y1); None for a circle (drawn as an ellipse)."""
+    x0, y0, x1, y1 = box
+    cx, cy = (x0 + x1) / 2.0, (y0 + y1) / 2.0
+    if shape == "circle":
+        return None
+    if shape == "square":
+        return [(x0, y0), (x1, y0), (x1, y1), (x0, y1)]
+    if shape == "triangle":
+        return [(cx, y0), (x1, y1), (x0, y1)]
+    if shape == "star":
+        outer_x, outer_y = (x1 - x0) / 2.0, (y1 - y0) / 2.0
+        points = []
+        for k in range(10):
+            angle = -math.pi / 2 + k * math.pi / 5
+            scale = 1.0 if k % 2 == 0 else 0.45
+            points.append((cx + scale * outer_x * math.cos(angle), cy + scale * outer_y * math.sin(angle)))
+        return points
+    raise ValueError("unknown shape {!r}".format(shape))
+
+
+def tight_box(shape: str, box: Sequence[float]) -> List[float]:
+    """The drawn shape's bounding box (x0, y0, x1, y1): a star's points do not reach the bottom of its square."""
+    polygon = shape_polygon(shape, box)
+    if polygon is None:
+        return list(box)
+    xs, ys = [p[0] for p in polygon], [p[1] for p in polygon]
+    return [min(xs), min(ys), max(xs), max(ys)]
+
+
+def _jitter(colour: Tuple[int, int, int], rng: random.Random, amount: int = 20) -> Tuple[int, int, int]:
+    return tuple(max(0, min(255, c + rng.randint(-amount, amount))) for c in colour)
+
+
+def draw_background(width: int, height: int, rng: random.Random, textured_prob: float = 0.5) -> Image.Image:
+    """A light, low-saturation background: plain, or (with ``textured_prob``) stripes, checks or speckle."""
+    base = rng.randint(150, 235)
+    tint = tuple(max(0, min(255, base + rng.randint(-15, 15))) for _ in range(3))
+    image = Image.new("RGB", (width, height), tint)
+    if rng.random() >= textured_prob:
+        return image
+    draw = ImageDraw.Draw(image)
+    shade = tuple(max(0, c - rng.randint(25, 55)) for c in tint)
+    kind = rng.choice(("stripes", "checks", "speckle"))
+    if kind == "stripes":
+        step = rng.randint(8, 20)
+        for x in range(-height, width, step):
+            draw.line([(x, 0), (x + height, height)], fill=shade, width=max(1, step // 3))
+    elif kind == "checks":
+        step = rng.randint(12, 28)
+        for y in range(0, height, step):
+            for x in range(0, width, step):
+                if (x // step + y // step) % 2 == 0:
+                    draw.rectangle([x, y, x + step - 1, y + step - 1], fill=shade)
+    else:
+        for _ in range(width * height // 40):
+            x, y = rng.randrange(width), rng.randrange(height)
+            draw.point((x, y), fill=shade)
+    return image
+
+
+def _overlaps(box: Sequence[float], others: Sequence[Sequence[float]], margin: float) -> bool:
+    for o in others:
+        if box[0] < o[2] + margin and o[0] < box[2] + margin and box[1] < o[3] + margin and o[1] < box[3] + margin:
+            return True
+    return False
+
+
+def place_objects(combos: Sequence[Tuple[str, str]], width: int, height: int, rng: random.Random,
+                  min_side: int, max_side: int, margin: float = 4.0, tries: int = 100) -> List[dict]:
+    """Non-overlapping placements ``{"colour", "shape", "box" (tight x0, y0, x1, y1)}``; objects that find no
+    free spot after ``tries`` attempts are left out."""
+    objects, boxes = [], []
+    for colour, shape in combos:
+        for _ in range(tries):
+            side = rng.randint(min_side, max_side)
+            w = side if shape in ("circle", "square", "star") else int(round(side * rng.uniform(0.9, 1.2)))
+            h = side
+            if w >= width - 2 or h >= height - 2:
+                continue
+            x0, y0 = rng.uniform(1, width - w - 1), rng.uniform(1, height - h - 1)
+            box = tight_box(shape, [x0, y0, x0 + w, y0 + h])
+            if not _overlaps(box, boxes, margin):
+                objects.append({"colour": colour, "shape": shape, "square": [x0, y0, x0 + w, y0 + h], "box": box})
+                boxes.append(box)
+                break
+    return objects
+
+
+def draw_objects(image: Image.Image, objects: Sequence[dict], rng: random.Random):
+    draw = ImageDraw.Draw(image)
+    for obj in objects:
+        fill = _jitter(COLOURS[obj["colour"]], rng)
+        polygon = shape_polygon(obj["shape"], obj["square"])
+        if polygon is None:
+            draw.ellipse(obj["square"], fill=fill)
+        else:
+            draw.polygon(polygon, fill=fill)
+
+
+def _relation(a: Sequence[float], b: Sequence[float]) -> str:
+    """Where box ``a`` is relative to box ``b``, in caption words (image y grows downwards)."""
+    dx = (a[0] + a[2] - b[0] - b[2]) / 2.0
+    dy = (a[1] + a[3] - b[1] - b[3]) / 2.0
+    if abs(dx) >= abs(dy):
+        return "to the left of" if dx < 0 else "to the right of"
+    return "above" if dy < 0 else "below"
+
+
+def size_word(box: Sequence[float]) -> str:
+    return "small" if max(box[2] - box[0], box[3] - box[1]) < SMALL_MAX_SIDE else "large"
+
+
+def make_caption(objects: Sequence[dict], rng: random.Random, size_prob: float = 0.7) -> Tuple[str, List[list]]:
+    """A caption naming every object, and per object the ``[begin, end]`` character span of its phrase.
+
+    Form: ``"a <phrase> <relation> a <phrase>[ and a <phrase>]*"`` where a phrase is ``[size ]colour shape``.
+    """
+    caption, spans = "", []
+    for i, obj in enumerate(objects):
+        if i == 1:
+            caption += " " + _relation(objects[0]["box"], obj["box"]) + " "
+        elif i > 1:
+            caption += " and "
+        caption += "a "
+        words = ([size_word(obj["box"])] if rng.random() < size_prob else []) + [obj["colour"], obj["shape"]]
+        phrase = " ".join(words)
+        spans.append([[len(caption), len(caption) + len(phrase)]])
+        caption += phrase
+    return caption, spans
+
+
+def _xywh(box: Sequence[float]) -> List[float]:
+    return [round(box[0], 2), round(box[1], 2), round(box[2] - box[0], 2), round(box[3] - box[1], 2)]
+
+
+def generate_split(folder: str, num_images: int, combos: Sequence[Tuple[str, str]],
+                   categories: Sequence[Tuple[str, str]], seed: int, image_size: Tuple[int, int] = (256, 256),
+                   objects_per_image: Tuple[int, int] = (2, 4), object_side: Tuple[int, int] = (28, 96),
+                   textured_prob: float = 0.5, required: Sequence[Tuple[str, str]] = (), required_prob: float = 0.0,
+                   unseen: Sequence[Tuple[str, str]] = ()) -> Dict[str, str]:
+    """Draw ``num_images`` images into ``folder/images`` and write ``folder/detection.json`` and
+    ``folder/grounding.json``.
+
+    Objects are drawn uniformly from ``combos``; with ``required`` each object is drawn from it with probability
+    ``required_prob`` (the test split uses this to hold many unseen objects). ``categories`` (all combinations the
+    detection json lists, ids 1..K in this order) must include ``combos``. Returns the two json paths.
+    """
+    width, height = image_size
+    rng = random.Random(seed)
+    os.makedirs(os.path.join(folder, "images"), exist_ok=True)
+    cat_ids = {combo: i + 1 for i, combo in enumerate(categories)}
+    missing = [c for c in combos if c not in cat_ids]
+    if missing:
+        raise ValueError("combinations {} are not among the categories".format(missing))
+    unseen = set(map(tuple, unseen))
+    det_images, det_annotations, gnd_images, gnd_annotations = [], [], [], []
+    for index in range(num_images):
+        count = rng.randint(*objects_per_image)
+        picks = [rng.choice(list(required)) if required and rng.random() < required_prob else rng.choice(list(combos))
+                 for _ in range(count)]
+        image = draw_background(width, height, rng, textured_prob)
+        objects = place_objects(picks, width, height, rng, *object_side)
+        draw_objects(image, objects, rng)
+        file_name = "{:06d}.png".format(index)
+        image.save(os.path.join(folder, "images", file_name))
+        caption, spans = make_caption(objects, rng)
+        image_id = index + 1
+        record = {"id": image_id, "file_name": file_name, "width": width, "height": height}
+        det_images.append(dict(record))
+        gnd_images.append(dict(record, caption=caption, dataset_name="synthetic_shapes",
+                               tokens_positive_eval=[s for s in spans]))
+        for obj, span in zip(objects, spans):
+            bbox = _xywh(obj["box"])
+            ann = {"id": len(det_annotations) + 1, "image_id": image_id, "bbox": bbox, "area": bbox[2] * bbox[3],
+                   "iscrowd": 0, "category_id": cat_ids[(obj["colour"], obj["shape"])]}
+            det_annotations.append(ann)
+            gnd_annotations.append(dict(ann, category_id=1, tokens_positive=span,
+                                        phrase=caption[span[0][0]:span[0][1]]))
+    det_categories = [{"id": cat_ids[c], "name": combination_name(*c), "supercategory": c[1],
+                       "seen": tuple(c) not in unseen} for c in categories]
+    paths = {"detection": os.path.join(folder, "detection.json"), "grounding": os.path.join(folder, "grounding.json")}
+    _write_json(paths["detection"], {"images": det_images, "annotations": det_annotations,
+                                     "categories": det_categories})
+    _write_json(paths["grounding"], {"images": gnd_images, "annotations": gnd_annotations,
+                                     "categories": [{"id": 1, "name": "object", "supercategory": "object"}]})
+    return paths
+
+
+def _write_json(path: str, data: dict):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f)
+    os.replace(tmp, path)
+
+
+def generate_synthetic_dataset(root: str, num_train: int = 600, num_test: int = 100, seed: int = 0,
+                               image_size: Tuple[int, int] = (256, 256), objects_per_image: Tuple[int, int] = (2, 4),
+                               object_side: Tuple[int, int] = (28, 96), textured_prob: float = 0.5,
+                               colours: Sequence[str] = tuple(COLOURS), shapes: Sequence[str] = SHAPES,
+                               unseen: Optional[Sequence[Tuple[str, str]]] = None) -> dict:
+    """Write the ``train`` and ``test`` splits under ``root`` and ``root/meta.json``; returns the meta dict.
+
+    ``train`` uses only the seen combinations; ``test`` draws about half of its objects from the ``unseen`` ones
+    (default :func:`default_unseen`). The same arguments always give the same files. The meta dict holds the
+    arguments, ``seen`` / ``unseen`` category names and per split the ``detection`` / ``grounding`` json paths
+    and ``images`` folder.
+    """
+    unknown = [c for c in colours if c not in COLOURS]
+    if unknown:
+        raise ValueError("unknown colours {} (known: {})".format(unknown, list(COLOURS)))
+    all_combos = [(c, s) for c in colours for s in shapes]
+    unseen = [tuple(u) for u in (default_unseen(colours, shapes) if unseen is None else unseen)]
+    seen = [c for c in all_combos if c not in unseen]
+    common = dict(image_size=tuple(image_size), objects_per_image=tuple(objects_per_image),
+                  object_side=tuple(object_side), textured_prob=textured_prob, unseen=unseen)
+    meta = {"seed": seed, "colours": list(colours), "shapes": list(shapes), "num_train": num_train,
+            "num_test": num_test, "image_size": list(image_size),
+            "seen": [combination_name(*c) for c in seen], "unseen": [combination_name(*c) for c in unseen]}
+    splits = {"train": dict(num_images=num_train, combos=seen, categories=seen, seed=seed * 2 + 1),
+              "test": dict(num_images=num_test, combos=seen, categories=all_combos, seed=seed * 2 + 2,
+                           required=unseen, required_prob=0.5)}
+    for split, args in splits.items():
+        folder = os.path.join(root, split)
+        paths = generate_split(folder, **args, **common)
+        meta[split] = dict(paths, images=os.path.join(folder, "images"))
+        logger.info("synthetic shapes: wrote %d %s images to %s", args["num_images"], split, folder)
+    _write_json(os.path.join(root, "meta.json"), meta)
+    return meta

@@ -1,0 +1,166 @@
+"""The per-task loop of ``tools/finetune.py``: one fine-tuning run per (task config, shuffle seed).
+
+For each run (``glip.utils.cli.finetune_runs``: config file + task file + opts, ``--custom_shot_and_epoch_and_
+general_copy SHOT_EPOCH_COPY`` -> ``DATASETS.FEW_SHOT`` / ``SOLVER.MAX_EPOCH`` / ``DATASETS.GENERAL_COPY``,
+``OUTPUT_DIR/ft_task_<i>[_seed_<s>]``, the ``SOLVER.TUNING_HIGHLEVEL_OVERRIDE`` expansion) this module:
+
+1. checks a custom COCO task (categories present, caption within 256 tokens; ``glip.data.task_check``);
+2. trains with the shared entry ``glip.engine.run.train``, whose ``prepare_model`` hook applies the mode's
+   freeze policy (``glip.config.tuning``) and, when the language backbone is frozen, caches its output per
+   prompt (``glip.engine.prompt_tuning``). ``glip.engine.trainer.do_train`` evaluates on ``DATASETS.TEST``
+   (the task's ``val``) every checkpoint period when ``TEST.DURING_TRAINING`` or ``SOLVER.USE_AUTOSTEP``
+   (``CHECKPOINT_PER_EPOCH`` sets that period in epochs), steps the plateau schedule with the result
+   (``USE_AUTOSTEP``, ``STEP_PATIENCE``), keeps ``model_best.pth`` and stops after ``AUTO_TERMINATE_PATIENCE``
+   evaluations without improvement;
+3. unless ``--skip-test``: evaluates the final model on ``DATASETS.TEST`` (as the reference), or with
+   ``--evaluate_only_best_on_test`` the best checkpoint on the registered ``test`` split (plus ``val`` with
+   ``--push_both_val_and_test``), results under ``OUTPUT_DIR[/best]/inference/<split>``;
+4. in a prompt-tuning mode (``ADD_LINEAR_LAYER``) writes ``OUTPUT_DIR/tuned_prompt.pth`` (the evaluation
+   captions, their text features and the offset) for inference without the language backbone.
+
+SHOT 10000 means "no fine-tuning": the pre-trained checkpoint is copied to ``model_best.pth``.
+"""
+import logging
+import os
+import shutil
+from typing import Callable, List, Optional
+
+import torch
+
+from glip.config.tuning import apply_freeze_policy, freeze_options_summary, policy_from_config
+from glip.engine.ema import unwrap_model
+from glip.utils.comm import is_main_process
+
+logger = logging.getLogger("glip.engine.finetune")
+
+NO_TRAINING_SHOT = 10000
+PROMPT_FILE = "tuned_prompt.pth"
+
+
+def prepare_model(cfg, model, cache_language: bool = True) -> List[str]:
+    """``run.train``'s hook: requires_grad from the config's freeze policy (+ the language cache).
+
+    Returns the names of the trainable parameters.
+    """
+    model = unwrap_model(model)
+    policy = policy_from_config(cfg)
+    trainable = apply_freeze_policy(model, policy)
+    frozen = sum(1 for _ in model.parameters()) - len(trainable)
+    logger.info("%d parameter tensors train, %d are frozen", len(trainable), frozen)
+    for name, p in model.named_parameters():
+        logger.debug("%s : %s", name, "Not Frozen" if p.requires_grad else "Frozen")
+    logger.info("\n%s", freeze_options_summary(cfg))
+    if cache_language and policy.freeze_language:
+        from glip.engine.prompt_tuning import install_language_cache
+
+        install_language_cache(model)
+    return trainable
+
+
+def _test_config(cfg, splits):
+    test_cfg = cfg.clone()
+    test_cfg.defrost()
+    test_cfg.DATASETS.TEST = tuple(splits)
+    return test_cfg
+
+
+def evaluate_splits(cfg, model, splits, distributed: bool = False, subdir: str = "") -> list:
+    """Evaluate ``model`` on each registered split; results in ``OUTPUT_DIR[/<subdir>]/inference/<split>``."""
+    from glip.engine.run import run_test
+
+    test_cfg = _test_config(cfg, splits)
+    return run_test(test_cfg, model, distributed, output_dir=os.path.join(cfg.OUTPUT_DIR, subdir) if subdir else None)
+
+
+def load_best(cfg, model) -> str:
+    """Load ``OUTPUT_DIR/model_best.pth`` (else ``model_final.pth``) into ``model``; returns the file used."""
+    from glip.engine.checkpointer import load_checkpoint_file
+
+    for name in ("model_best.pth", "model_final.pth"):
+        path = os.path.join(cfg.OUTPUT_DIR, name)
+        if os.path.exists(path):
+            state = load_checkpoint_file(path)["model"]
+            state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+            unwrap_model(model).load_state_dict(state)
+            logger.info("Evaluating %s", path)
+            return path
+    raise FileNotFoundError("no model_best.pth or model_final.pth in {}".format(cfg.OUTPUT_DIR))
+
+
+def save_task_prompt(cfg, model) -> Optional[str]:
+    """Write ``OUTPUT_DIR/tuned_prompt.pth`` for the evaluation captions of ``DATASETS.TEST[0]``."""
+    from glip.data.build import make_data_loader
+    from glip.data.positive_map import create_queries_and_maps_from_dataset
+    from glip.engine.prompt_tuning import save_prompt
+
+    if not is_main_process() or not cfg.DATASETS.TEST:
+        return None
+    dataset = make_data_loader(cfg, is_train=False)[0].dataset
+    queries, _ = create_queries_and_maps_from_dataset(dataset, cfg)
+    path = os.path.join(cfg.OUTPUT_DIR, PROMPT_FILE)
+    save_prompt(model, path, queries)
+    return path
+
+
+def finetune_task(run_spec, args, train_fn: Optional[Callable] = None, pretrained_language: bool = True):
+    """Train (and test) one run of :func:`glip.utils.cli.finetune_runs`; returns the model (None for SHOT 10000).
+
+    ``train_fn`` defaults to ``glip.engine.run.train`` (same keyword arguments).
+    """
+    from glip.config import try_to_find
+    from glip.data.task_check import check_registered_tasks
+
+    cfg = run_spec.cfg
+    os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+    logger.info("Training %s -> %s", run_spec.task_file, cfg.OUTPUT_DIR)
+    if run_spec.custom_shot == NO_TRAINING_SHOT:
+        if is_main_process():
+            logger.info("SHOT %d: copying the pre-trained checkpoint as the best model", NO_TRAINING_SHOT)
+            shutil.copy(try_to_find(cfg.MODEL.WEIGHT), os.path.join(cfg.OUTPUT_DIR, "model_best.pth"))
+        return None
+    check_registered_tasks(cfg)
+    if train_fn is None:
+        from glip.engine.run import train as train_fn
+    if getattr(args, "skip_train", False):
+        model = _zero_shot_model(cfg, pretrained_language)
+    else:
+        model = train_fn(cfg, local_rank=args.local_rank, distributed=args.distributed,
+                         skip_optimizer_resume=args.skip_optimizer_resume, prepare_model=prepare_model,
+                         pretrained_language=pretrained_language)
+        if cfg.MODEL.DYHEAD.FUSE_CONFIG.ADD_LINEAR_LAYER:
+            save_task_prompt(cfg, model)
+    if not args.skip_test:
+        if getattr(args, "evaluate_only_best_on_test", False) and not getattr(args, "skip_train", False):
+            load_best(cfg, model)
+            splits = ["val", "test"] if getattr(args, "push_both_val_and_test", False) else ["test"]
+            evaluate_splits(cfg, model, [s for s in splits if s in cfg.DATASETS.REGISTER], args.distributed,
+                            subdir="best")
+        else:
+            evaluate_splits(cfg, model, list(cfg.DATASETS.TEST), args.distributed)
+    if getattr(args, "keep_testing", False):
+        evaluate_splits(cfg, model, ["test"], args.distributed)
+    return model
+
+
+def _zero_shot_model(cfg, pretrained_language: bool):
+    """``--skip-train``: the model with ``MODEL.WEIGHT`` loaded (the reference returns before training)."""
+    from glip.engine.checkpointer import Checkpointer
+    from glip.engine.run import load_initial_weights
+    from glip.modeling.detector import build_detection_model
+
+    model = build_detection_model(cfg).to(torch.device(cfg.MODEL.DEVICE))
+    load_initial_weights(cfg, model, Checkpointer(model, save_dir=cfg.OUTPUT_DIR), pretrained_language)
+    return model
+
+
+def run_finetune(cfg, args, train_fn: Optional[Callable] = None, pretrained_language: bool = True) -> list:
+    """Every run of ``finetune.py`` in order (task files x shuffle seeds); returns the models."""
+    from glip.utils import cli
+
+    models = []
+    for run_spec in cli.finetune_runs(cfg, args):
+        logger.info("Loaded fine-tune configuration file %s", run_spec.task_file)
+        os.makedirs(run_spec.cfg.OUTPUT_DIR, exist_ok=True)
+        cli.save_config(run_spec.cfg, os.path.join(run_spec.cfg.OUTPUT_DIR, "config.yml"))
+        models.append(finetune_task(run_spec, args, train_fn, pretrained_language))
+    return models

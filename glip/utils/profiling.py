@@ -1,0 +1,326 @@
+"""CPU benchmark of a GLIP model: per-stage median times, counted FLOPs, the machine's GEMM rate and peak RSS.
+
+`benchmark_model(cfg, size_hw, runs, warmup, threads)` builds the model of a config (or takes one), feeds a
+random image batch with the 80-class COCO prompt and returns a JSON-ready dict with `median_seconds`, `gflop`,
+`gemm_gflops`, `efficiency` (= FLOPs / (median time x GEMM rate)), `peak_rss_mb` and `stages` (median seconds
+of the backbone, FPN, language model, every dyhead tower module, the predictors, anchors and post-processing).
+
+FLOPs are counted, not estimated: `torch.utils.flop_counter.FlopCounterMode` counts every matrix product and
+convolution (attention products included); the modulated deformable convs, which it cannot see through (compiled
+kernel) or sees only partly (gather + GEMM fallback), are replaced by their convolution count
+`2 * B * C_out * C_in / groups * kh * kw * H_out * W_out`, and the fusion attention, whose inference path
+re-associates its projections (fewer FLOPs executed), by the count of its reference formulation (six projections
++ three attention products); `executed_gflop` reports what actually ran. The peak RSS is read before the FLOP
+count.
+"""
+import logging
+import resource
+import statistics
+import time
+from contextlib import contextmanager
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+logger = logging.getLogger(__name__)
+
+COCO_CLASSES = (
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
+    "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
+    "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee",
+    "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove", "skateboard", "surfboard",
+    "tennis racket", "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple",
+    "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch",
+    "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard", "cell phone",
+    "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors", "teddy bear",
+    "hair drier", "toothbrush",
+)
+
+# stage name -> attribute path inside a GeneralizedVLRCNN; missing paths are skipped
+MODEL_STAGES = (
+    ("backbone", "backbone.body"),
+    ("fpn", "backbone.fpn"),
+    ("language", "language_backbone"),
+    ("head", "rpn.head"),
+    ("anchors", "rpn.anchor_generator"),
+    ("postprocess", "rpn.box_selector_test"),
+)
+
+
+def _get_submodule(model: nn.Module, path: str) -> Optional[nn.Module]:
+    try:
+        module = model.get_submodule(path)
+    except AttributeError:
+        return None
+    return module if isinstance(module, nn.Module) else None
+
+
+def model_stages(model: nn.Module) -> List[Tuple[str, nn.Module]]:
+    """(name, module) of the timed stages of a GLIP model: `MODEL_STAGES` plus `tower.{i}.<Class>` per dyhead
+    tower module (e.g. `tower.00.VLFuse`)."""
+    stages = [(name, m) for name, path in MODEL_STAGES if (m := _get_submodule(model, path)) is not None]
+    tower = _get_submodule(model, "rpn.head.dyhead_tower")
+    if tower is not None:
+        stages += [(f"tower.{i:02d}.{type(m).__name__}", m) for i, m in enumerate(tower)]
+    return stages
+
+
+class StageTimer:
+    """Wall time spent inside named modules, via forward pre/post hooks.
+
+    `with StageTimer(stages) as timer: model(...)`, then `timer.seconds` = {name: total seconds during the
+    block} (a module called several times accumulates). `reset()` clears the totals.
+    """
+
+    def __init__(self, stages: Iterable[Tuple[str, nn.Module]]):
+        self.stages = list(stages)
+        self.seconds: Dict[str, float] = {}
+        self._start: Dict[str, List[float]] = {}
+        self._handles = []
+
+    def reset(self):
+        self.seconds = {name: 0.0 for name, _ in self.stages}
+        self._start = {name: [] for name, _ in self.stages}
+
+    def _pre(self, name):
+        def hook(module, args):
+            self._start[name].append(time.perf_counter())
+        return hook
+
+    def _post(self, name):
+        def hook(module, args, output):
+            self.seconds[name] += time.perf_counter() - self._start[name].pop()
+        return hook
+
+    def __enter__(self):
+        self.reset()
+        for name, module in self.stages:
+            self._handles.append(module.register_forward_pre_hook(self._pre(name)))
+            self._handles.append(module.register_forward_hook(self._post(name)))
+        return self
+
+    def __exit__(self, *exc):
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        return False
+
+
+def deform_conv_flops(module: nn.Module, args: Sequence, kwargs: dict, output: torch.Tensor) -> int:
+    """Convolution FLOPs of one modulated deformable conv call: 2 * B * C_out * C_in/groups * kh * kw * Ho * Wo."""
+    out_c, in_per_group, kh, kw = module.weight.shape
+    b, _, out_h, out_w = output.shape
+    return 2 * b * out_c * in_per_group * kh * kw * out_h * out_w
+
+
+def bi_attention_flops(module: nn.Module, args: Sequence, kwargs: dict, output) -> int:
+    """FLOPs of one BiMultiHeadAttention call in the reference formulation: the six projections (v_proj,
+    values_v_proj, out_v_proj on N visual positions; l_proj, values_l_proj, out_l_proj on T tokens) and the
+    three attention products (A = q k^T, attn_v @ value_l, attn_l @ value_v), each 2 * B * N * T * embed_dim."""
+    v = args[0] if args else kwargs["v"]
+    l = args[1] if len(args) > 1 else kwargs["l"]
+    bsz, n_vis, v_dim = v.shape
+    n_txt, l_dim = l.shape[1:]
+    embed = module.embed_dim
+    projections = 3 * n_vis * v_dim * embed + 3 * n_txt * l_dim * embed
+    return 2 * bsz * (projections + 3 * n_vis * n_txt * embed)
+
+
+def _reference_formulas():
+    """Module class -> FLOP formula replacing what FlopCounterMode sees inside it."""
+    from glip.layers.deform_conv import ModulatedDeformConv
+    from glip.modeling.head.fusion import BiMultiHeadAttention
+
+    return {ModulatedDeformConv: deform_conv_flops, BiMultiHeadAttention: bi_attention_flops}
+
+
+@contextmanager
+def _formula_correction(model: nn.Module, counter: FlopCounterMode, totals: Dict[str, int]):
+    """While active, the FLOPs `counter` sees inside modules with a reference formula are added to
+    totals["seen"] and their formula counts to totals["formula"]: `counted - seen + formula` is the corrected
+    total (outermost such module only)."""
+    formulas = _reference_formulas()
+    handles, starts = [], []
+
+    def pre(module, args, kwargs):
+        starts.append(counter.get_total_flops())
+
+    def post(formula):
+        def hook(module, args, kwargs, output):
+            start = starts.pop()
+            if not starts:
+                totals["seen"] += counter.get_total_flops() - start
+                totals["formula"] += formula(module, args, kwargs, output)
+        return hook
+
+    for m in model.modules():
+        formula = next((f for cls, f in formulas.items() if isinstance(m, cls)), None)
+        if formula is not None:
+            handles += [m.register_forward_pre_hook(pre, with_kwargs=True),
+                        m.register_forward_hook(post(formula), with_kwargs=True)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def count_flops(model: nn.Module, run, stages: Optional[Sequence[Tuple[str, nn.Module]]] = None
+                ) -> Tuple[int, Dict[str, int], int]:
+    """FLOPs of one call of `run()` (a closure calling the model, without grad):
+    (total, {stage: flops}, executed).
+
+    Matrix products/convolutions are counted by FlopCounterMode; modulated deformable convs are counted as
+    convolutions and the fusion attention in its reference formulation (see the module docstring), so `total`
+    does not depend on how these are evaluated. `executed` is FlopCounterMode's raw count of what ran.
+    """
+    stages = list(stages or [])
+    counter = FlopCounterMode(display=False)
+    totals = {"seen": 0, "formula": 0}
+    per_stage = {name: 0 for name, _ in stages}
+    handles, starts = [], {}
+
+    def corrected():
+        return counter.get_total_flops() - totals["seen"] + totals["formula"]
+
+    for name, module in stages:
+        def pre(module, args, name=name):
+            starts.setdefault(name, []).append(corrected())
+
+        def post(module, args, output, name=name):
+            per_stage[name] += corrected() - starts[name].pop()
+
+        handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
+    try:
+        with _formula_correction(model, counter, totals), counter:
+            run()
+    finally:
+        for handle in handles:
+            handle.remove()
+    return corrected(), per_stage, counter.get_total_flops()
+
+
+def gemm_gflops(size: int = 2048, runs: int = 3, dtype: torch.dtype = torch.float32) -> float:
+    """Measured dense matrix-product rate (GFLOP/s): median over `runs` of a (size x size) @ (size x size) matmul
+    with the current torch thread setting (one untimed warm-up)."""
+    a = torch.randn(size, size, dtype=dtype)
+    b = torch.randn(size, size, dtype=dtype)
+    out = torch.empty(size, size, dtype=dtype)
+    torch.mm(a, b, out=out)
+    rates = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        torch.mm(a, b, out=out)
+        rates.append(2.0 * size ** 3 / (time.perf_counter() - start) / 1e9)
+    return statistics.median(rates)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, in MiB (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def coco_prompt(tokenizer=None) -> Tuple[str, Dict[int, List[int]]]:
+    """The 80-class COCO detection prompt `person. bicycle. ... toothbrush` and its label -> token indices map."""
+    from glip.data.positive_map import create_queries_and_maps
+
+    return create_queries_and_maps(list(range(1, len(COCO_CLASSES) + 1)), list(COCO_CLASSES), tokenizer)
+
+
+def _stage_medians(samples: List[Dict[str, float]]) -> Dict[str, float]:
+    names = list(samples[0]) if samples else []
+    medians = {name: statistics.median(s[name] for s in samples) for name in names}
+    tower = [name for name in names if name.startswith("tower.")]
+    if "head" in medians and tower:
+        medians["predictors"] = statistics.median(s["head"] - sum(s[t] for t in tower) for s in samples)
+    return medians
+
+
+def benchmark_model(cfg=None, size_hw: Tuple[int, int] = (800, 1216), runs: int = 3, warmup: int = 1,
+                    threads: int = 2, batch_size: int = 1, model: Optional[nn.Module] = None,
+                    caption: Optional[str] = None, positive_map: Optional[Dict[int, List[int]]] = None,
+                    flops: bool = True, gemm_size: int = 2048, seed: int = 0) -> dict:
+    """Median eval forward time of a GLIP model on a random (batch_size, 3, H, W) input with one prompt per image.
+
+    Args:
+        cfg: yacs config to build the model from (ignored when `model` is given); the model keeps its
+            constructor initialisation unless cfg.MODEL.WEIGHT is loaded by the caller beforehand.
+        size_hw: network input (H, W) (e.g. 800x1216, already padded to /32).
+        runs, warmup: timed and untimed forwards.
+        threads: torch intra-op threads for the whole benchmark.
+        caption, positive_map: prompt (default the 80-class COCO prompt and its label -> tokens map).
+        flops: count FLOPs (one extra forward under FlopCounterMode).
+        gemm_size: matrix size of the GEMM rate measurement, taken right before each timed forward so that
+            both see the same machine load.
+    Returns a dict: `median_seconds` (per forward), `per_image_seconds`, `seconds` (all runs), `stages`
+    {name: median seconds}, `gflop` (per forward, reference formulation), `executed_gflop`, `stage_gflop`, `gemm_gflops` (median), `efficiency`,
+    `peak_rss_mb`, and the settings (`size_hw`, `batch_size`, `threads`, `runs`, `warmup`).
+    """
+    torch.set_num_threads(threads)
+    if model is None:
+        from glip.modeling.detector import build_detection_model
+
+        model = build_detection_model(cfg)
+    model.eval()
+    if caption is None:
+        caption, default_map = coco_prompt(getattr(model, "tokenizer", None))
+        positive_map = default_map if positive_map is None else positive_map
+    height, width = size_hw
+    gen = torch.Generator().manual_seed(seed)
+    images = torch.randn(batch_size, 3, height, width, generator=gen)
+    captions = [caption] * batch_size
+    stages = model_stages(model)
+
+    def run():
+        return model(images, captions=captions, positive_map=positive_map)
+
+    with torch.no_grad():
+        for _ in range(warmup):
+            run()
+        seconds, samples, rates = [], [], []
+        for _ in range(runs):
+            rates.append(gemm_gflops(gemm_size, runs=1))
+            with StageTimer(stages) as timer:
+                start = time.perf_counter()
+                run()
+                seconds.append(time.perf_counter() - start)
+            samples.append(dict(timer.seconds))
+        peak_rss = peak_rss_mb()
+        total_flops, stage_flops, executed = count_flops(model, run, stages) if flops else (0, {}, 0)
+    median = statistics.median(seconds)
+    gemm = statistics.median(rates)
+    gflop = total_flops / 1e9
+    result = {
+        "median_seconds": median,
+        "per_image_seconds": median / batch_size,
+        "seconds": seconds,
+        "stages": _stage_medians(samples),
+        "gflop": gflop,
+        "executed_gflop": executed / 1e9,
+        "stage_gflop": {name: f / 1e9 for name, f in stage_flops.items()},
+        "gemm_gflops": gemm,
+        "efficiency": gflop / (median * gemm) if flops else None,
+        "peak_rss_mb": peak_rss,
+        "size_hw": [int(height), int(width)],
+        "batch_size": batch_size,
+        "threads": threads,
+        "runs": runs,
+        "warmup": warmup,
+    }
+    return result
+
+
+def format_report(result: dict) -> str:
+    """Human-readable table of a `benchmark_model` result."""
+    lines = [f"input {result['size_hw'][0]}x{result['size_hw'][1]}, batch {result['batch_size']}, "
+             f"{result['threads']} threads, median of {result['runs']} runs"]
+    for name, sec in result["stages"].items():
+        gf = result["stage_gflop"].get(name)
+        lines.append(f"  {name:<28s} {sec:8.3f} s" + (f"  {gf:8.1f} GFLOP" if gf is not None else ""))
+    eff = result["efficiency"]
+    lines.append(f"  {'total':<28s} {result['median_seconds']:8.3f} s  {result['gflop']:8.1f} GFLOP")
+    lines.append(f"GEMM {result['gemm_gflops']:.1f} GFLOP/s, efficiency "
+                 f"{'n/a' if eff is None else f'{100 * eff:.1f}%'}, peak RSS {result['peak_rss_mb']:.0f} MiB")
+    return "\n".join(lines)

@@ -1,0 +1,265 @@
+"""tools/train_net.py end to end: a tiny GLIP trained on a generated COCO set (checkpoints, logs, resume), and the
+reference's own train_net.py run on a real photo (end_to_end/README.md section 2, slow)."""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from helpers import REFERENCE
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[2]
+GLIP_T = REPO / "configs/pretrain/glip_Swin_T_O365_GoldG.yaml"
+E2E = REFERENCE / "end_to_end"
+TOOL = REPO / "tools/train_net.py"
+
+TINY = {
+    "MODEL": {"SWINT": {"EMBED_DIM": 24, "DEPTHS": [1, 1, 1, 1], "NUM_HEADS": [1, 1, 1, 1],
+                        "OUT_CHANNELS": [24, 48, 96, 192], "DROP_PATH_RATE": 0.0},
+              "DYHEAD": {"NUM_CONVS": 1, "USE_CHECKPOINT": False}, "FPN": {"DROP_BLOCK": False}, "DEVICE": "cpu"},
+    "INPUT": {"MIN_SIZE_TRAIN": 64, "MAX_SIZE_TRAIN": 96, "MIN_SIZE_TEST": 64, "MAX_SIZE_TEST": 96},
+    "AUGMENT": {"MULT_MIN_SIZE_TRAIN": [], "FLIP_PROB_TRAIN": 0.0},
+    "DATALOADER": {"NUM_WORKERS": 0, "ASPECT_RATIO_GROUPING": False},
+    "DATASETS": {"TRAIN": ["train"], "TEST": ["train"], "TRAIN_DATASETNAME_SUFFIX": "_grounding",
+                 "REGISTER": {"train": {"ann_file": "tiny/ann.json", "img_dir": "tiny/images"}}},
+    "SOLVER": {"IMS_PER_BATCH": 2, "MAX_EPOCH": 0, "MAX_ITER": 3, "STEPS": [0.67], "WARMUP_ITERS": 1,
+               "CHECKPOINT_PERIOD": 2, "OPTIMIZER": "SGD", "BASE_LR": 0.01, "LANG_LR": 0.001, "USE_AMP": False},
+}
+
+
+def merge_yaml(base: dict, over: dict, whole=("REGISTER",)) -> dict:
+    """Lay ``over`` onto ``base`` (nested keys replaced one by one; keys in ``whole`` replaced entirely)."""
+    for key, value in over.items():
+        if isinstance(value, dict) and key not in whole and isinstance(base.get(key), dict):
+            merge_yaml(base[key], value, whole)
+        else:
+            base[key] = value
+    return base
+
+
+def tiny_bert(monkeypatch):
+    """A 1-layer BERT (hidden size kept at 768) for every model built in this process."""
+    from glip.modeling.language import bert
+
+    original = bert.load_bert_config
+
+    def small_config(*args, **kwargs):
+        config = original(*args, **kwargs)
+        config.num_hidden_layers = 1
+        config.intermediate_size = 128
+        return config
+
+    monkeypatch.setattr(bert, "load_bert_config", small_config)
+
+
+def no_dropout(monkeypatch):
+    """Every dropout the identity (the README's set-up for the training goldens)."""
+    monkeypatch.setattr(torch.nn.functional, "dropout", lambda input, *args, **kwargs: input)
+    monkeypatch.setattr(torch.nn.Dropout, "forward", lambda self, input: input)
+
+
+def write_tiny_dataset(root: Path, identical: bool = True, n: int = 4):
+    """``root/tiny``: ``n`` 96x64 images with two boxes each (cat, dog). ``identical``: all the same picture."""
+    gen = torch.Generator().manual_seed(0)
+    (root / "tiny/images").mkdir(parents=True, exist_ok=True)
+    images, annotations = [], []
+    pixels = None
+    for i in range(n):
+        if pixels is None or not identical:
+            pixels = torch.randint(0, 255, (64, 96, 3), generator=gen, dtype=torch.uint8).numpy()
+        Image.fromarray(pixels, "RGB").save(root / f"tiny/images/{i}.png")
+        images.append({"id": i + 1, "file_name": f"{i}.png", "width": 96, "height": 64})
+        for k, cat in enumerate((1, 2)):
+            box = [4.0 + 30 * k, 6.0 + 20 * k, 40.0, 30.0]
+            annotations.append({"id": len(annotations) + 1, "image_id": i + 1, "category_id": cat, "bbox": box,
+                                "area": box[2] * box[3], "iscrowd": 0})
+    categories = [{"id": 1, "name": "cat", "supercategory": "animal"},
+                  {"id": 2, "name": "dog", "supercategory": "animal"}]
+    (root / "tiny/ann.json").write_text(json.dumps({"images": images, "annotations": annotations,
+                                                    "categories": categories}))
+
+
+def write_tiny_config(path: Path, overrides: dict = None) -> Path:
+    data = merge_yaml(yaml.safe_load(GLIP_T.read_text()), json.loads(json.dumps(TINY)))
+    merge_yaml(data, overrides or {})
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def save_initial_checkpoint(config_path: Path, out: Path, seed: int = 0) -> dict:
+    """A full GLIP checkpoint of the (tiny) model the config builds, saved as the official files are."""
+    from glip.config import cfg as default_cfg
+    from glip.modeling.detector import build_detection_model
+
+    cfg = default_cfg.clone()
+    cfg.merge_from_file(str(config_path))
+    torch.manual_seed(seed)
+    state = build_detection_model(cfg).state_dict()
+    torch.save({"model": {"module." + k: v for k, v in state.items()}}, out)
+    return state
+
+
+def load_tool():
+    spec = importlib.util.spec_from_file_location("train_net_tool", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def release_log_file():
+    """Drop the handlers the tool put on the ``glip`` logger (they hold log.txt open)."""
+    from glip.utils.logger import setup_logger
+
+    setup_logger("glip", None, 1)
+
+
+@pytest.fixture
+def tiny_run(tmp_path, monkeypatch):
+    """(run(argv) of train_net in this process, tmp dir) with a tiny GLIP, its data and its initial weights."""
+    tiny_bert(monkeypatch)
+    no_dropout(monkeypatch)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    monkeypatch.setenv("DATASET", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    write_tiny_dataset(tmp_path)
+    config = write_tiny_config(tmp_path / "tiny.yaml")
+    save_initial_checkpoint(config, tmp_path / "init.pth")
+    tool = load_tool()
+    yield tool.run, tmp_path
+    release_log_file()
+
+
+def _argv(out):
+    return ["--config-file", "tiny.yaml", "--skip-test", "MODEL.WEIGHT", "init.pth", "OUTPUT_DIR", out]
+
+
+def test_tool_trains_checkpoints_and_resumes_where_it_stopped(tiny_run):
+    run, root = tiny_run
+    assert run(_argv("full")) == 0
+    full = root / "full"
+    names = sorted(p.name for p in full.iterdir())
+    assert names == ["config.yml", "last_checkpoint", "log.txt", "model_0000002.pth", "model_final.pth"], names
+    assert (full / "last_checkpoint").read_text().strip() == "model_final.pth"
+    final = torch.load(full / "model_final.pth", map_location="cpu", weights_only=True)
+    assert final["iteration"] == 3
+    assert {"model", "optimizer", "scheduler", "rng"} <= set(final)
+    assert not any(k.startswith("module.") for k in final["model"])
+    initial = torch.load(root / "init.pth", map_location="cpu", weights_only=True)["model"]
+    moved = [k for k, v in final["model"].items() if not torch.equal(v, initial["module." + k])]
+    assert any(k.startswith("backbone.body.") for k in moved) and any(k.startswith("rpn.head.") for k in moved)
+    log = (full / "log.txt").read_text()
+    assert "eta: " in log and "iter: 3" in log and "loss_dot_product_token" in log
+    assert yaml.safe_load((full / "config.yml").read_text())["SOLVER"]["MAX_ITER"] == 3
+
+    # A run stopped after the checkpoint of iteration 2 and started again with the same command.
+    stopped = root / "stopped"
+    stopped.mkdir()
+    (stopped / "model_0000002.pth").write_bytes((full / "model_0000002.pth").read_bytes())
+    (stopped / "last_checkpoint").write_text("model_0000002.pth")
+    release_log_file()
+    assert run(_argv("stopped")[:2] + ["--use-tensorboard"] + _argv("stopped")[2:]) == 0
+    assert any(p.name.startswith("events.out.tfevents") for p in stopped.iterdir())
+    log = (stopped / "log.txt").read_text()
+    assert "Start training at iteration 2 of 3" in log
+    resumed = torch.load(stopped / "model_final.pth", map_location="cpu", weights_only=True)
+    assert resumed["iteration"] == 3
+    for key, value in final["model"].items():
+        torch.testing.assert_close(resumed["model"][key], value, rtol=1e-5, atol=1e-7, msg=key)
+    for a, b in zip(resumed["optimizer"]["state"].values(), final["optimizer"]["state"].values()):
+        torch.testing.assert_close(a["momentum_buffer"], b["momentum_buffer"], rtol=1e-5, atol=1e-7)
+    assert resumed["scheduler"]["last_epoch"] == final["scheduler"]["last_epoch"] == 3
+
+
+def test_tool_stops_on_a_non_finite_loss_without_writing_weights(tiny_run):
+    from glip.engine.trainer import NonFiniteLossError
+
+    run, root = tiny_run
+    state = torch.load(root / "init.pth", map_location="cpu", weights_only=True)
+    state["model"]["module.rpn.head.bbox_pred.bias"][:] = float("nan")
+    torch.save(state, root / "init_nan.pth")
+    with pytest.raises(NonFiniteLossError, match="iteration 1: .*loss_reg=nan"):
+        run(["--config-file", "tiny.yaml", "--skip-test", "MODEL.WEIGHT", "init_nan.pth", "OUTPUT_DIR", "nan"])
+    assert not any(p.suffix == ".pth" for p in (root / "nan").iterdir())
+
+
+# --- end to end: the reference's train_net.py command on a real photo ---------------------------------------------
+
+LAUNCHER = '''
+import runpy
+import sys
+
+import torch
+
+torch.nn.functional.dropout = lambda input, *args, **kwargs: input
+torch.nn.Dropout.forward = lambda self, input: input
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+'''
+
+
+def e2e_merged_config(path: Path) -> Path:
+    """trees_train.yaml laid over the GLIP-T config (nested keys replaced, DATASETS.REGISTER taken whole)."""
+    data = merge_yaml(yaml.safe_load(GLIP_T.read_text()), yaml.safe_load((E2E / "trees_train.yaml").read_text()))
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def e2e_train_checkpoint(path: Path):
+    """GLIP-T filled with salt "#e2e-train", saved as the official files are."""
+    from helpers.glip_model import fill_model_
+
+    from glip.config import cfg as default_cfg
+    from glip.modeling.detector import build_detection_model
+
+    cfg = default_cfg.clone()
+    cfg.merge_from_file(str(GLIP_T))
+    model = fill_model_(build_detection_model(cfg), salt="#e2e-train")
+    torch.save({"model": {"module." + k: v for k, v in model.state_dict().items()}}, path)
+
+
+@pytest.mark.slow
+def test_end_to_end_training_moves_every_tensor_as_the_reference(tmp_path):
+    golden = torch.load(E2E / "golden/train_deltas.pt", map_location="cpu", weights_only=True)
+    config = e2e_merged_config(tmp_path / "glip_t_trees_train.yaml")
+    e2e_train_checkpoint(tmp_path / "train.pth")
+    (tmp_path / "launch.py").write_text(LAUNCHER)
+    command = [
+        sys.executable, str(tmp_path / "launch.py"), str(TOOL), "--config-file", str(config), "--skip-test",
+        "MODEL.WEIGHT", str(tmp_path / "train.pth"), "MODEL.DEVICE", "cpu", "SOLVER.USE_AMP", "False",
+        "SOLVER.IMS_PER_BATCH", "1", "SOLVER.MAX_EPOCH", "3", "SOLVER.WARMUP_ITERS", "2", "SOLVER.WARMUP_FACTOR",
+        "0.1", "SOLVER.CHECKPOINT_PERIOD", "100000", "TEST.DURING_TRAINING", "False",
+        "DATASETS.TRAIN_DATASETNAME_SUFFIX", "_grounding", "DATASETS.USE_OVERRIDE_CATEGORY", "True",
+        "DATASETS.DISABLE_SHUFFLE", "True", "INPUT.MIN_SIZE_TRAIN", "320", "INPUT.MAX_SIZE_TRAIN", "512",
+        "AUGMENT.MULT_MIN_SIZE_TRAIN", "()", "AUGMENT.FLIP_PROB_TRAIN", "0.0", "MODEL.SWINT.DROP_PATH_RATE", "0.0",
+        "MODEL.FPN.DROP_BLOCK", "False", "MODEL.BACKBONE.FREEZE_CONV_BODY_AT", "-1", "OUTPUT_DIR", str(tmp_path / "out"),
+    ]
+    env = dict(os.environ, DATASET=str(E2E), PYTHONPATH=str(REPO))
+    env.pop("WORLD_SIZE", None)
+    env.pop("LOCAL_RANK", None)
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=3600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    initial = torch.load(tmp_path / "train.pth", map_location="cpu", weights_only=True)["model"]
+    final = torch.load(tmp_path / "out/model_final.pth", map_location="cpu", weights_only=True)
+    assert final["iteration"] == golden["iterations"] == 3
+    deltas = {k: (v.double() - initial["module." + k].double()) for k, v in final["model"].items()
+              if v.is_floating_point() and not torch.equal(v, initial["module." + k])}
+    skip = "attention.self.key.bias"
+    assert sorted(k for k in deltas if skip not in k) == sorted(k for k in golden["delta_norms"] if skip not in k)
+    for key, ref in golden["delta_norms"].items():
+        if skip in key:
+            continue
+        assert deltas[key].norm().item() == pytest.approx(ref, rel=0.02), key
+    for key, ref in golden["small_deltas"].items():
+        if skip in key:
+            continue
+        ours = deltas[key].float().reshape(ref.shape)
+        assert (ours - ref).norm() <= 0.1 * ref.norm() + 1e-12, key
+        torch.testing.assert_close(ours, ref.float(), rtol=0.25, atol=0.1 * ref.abs().max().item() + 1e-12,
+                                   msg=key)
