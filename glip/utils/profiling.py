@@ -255,8 +255,9 @@ def benchmark_model(cfg=None, size_hw: Tuple[int, int] = (800, 1216), runs: int 
         gemm_size: matrix size of the GEMM rate measurement, taken right before each timed forward so that
             both see the same machine load.
     Returns a dict: `median_seconds` (per forward), `per_image_seconds`, `seconds` (all runs), `stages`
-    {name: median seconds}, `gflop` (per forward, reference formulation), `executed_gflop`, `stage_gflop`, `gemm_gflops` (median), `efficiency`,
-    `peak_rss_mb`, and the settings (`size_hw`, `batch_size`, `threads`, `runs`, `warmup`).
+    {name: median seconds}, `gflop` (per forward, reference formulation), `executed_gflop`, `stage_gflop`,
+    `gemm_gflops` (median), `efficiency`, `peak_rss_mb` (before the FLOP count), and the settings
+    (`size_hw`, `batch_size`, `threads`, `runs`, `warmup`).
     """
     torch.set_num_threads(threads)
     if model is None:
@@ -318,7 +319,8 @@ def format_report(result: dict) -> str:
              f"{result['threads']} threads, median of {result['runs']} runs"]
     for name, sec in result["stages"].items():
         gf = result["stage_gflop"].get(name)
-        lines.append(f"  {name:<28s} {sec:8.3f} s" + (f"  {gf:8.1f} GFLOP" if gf is not None else ""))
+        flop_text = f"  {gf:8.1f} GFLOP" if gf is not None else ""
+        lines.append(f"  {name:<28s} {sec:8.3f} s{flop_text}")
     eff = result["efficiency"]
     lines.append(f"  {'total':<28s} {result['median_seconds']:8.3f} s  {result['gflop']:8.1f} GFLOP")
     lines.append(f"GEMM {result['gemm_gflops']:.1f} GFLOP/s, efficiency "

@@ -87,7 +87,7 @@ def _recording(path, write):
 
 checkpointer_module._atomic_write = _recording
 sys.argv = ["train_net.py", "--config-file", config_path, "--skip-test", "MODEL.WEIGHT", init_path,
-            "SOLVER.MAX_ITER", "1", "OUTPUT_DIR", os.path.join(out, "run")]
+            "SOLVER.MAX_ITER", "1", "SOLVER.CHECKPOINT_PERIOD", "100", "OUTPUT_DIR", os.path.join(out, "run")]
 import logging
 import runpy
 

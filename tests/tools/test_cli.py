@@ -169,25 +169,3 @@ def test_save_config_round_trips(tmp_path):
     reloaded = cli.base_config()
     reloaded.merge_from_file(str(tmp_path / "sub" / "config.yml"))
     assert yaml.safe_load(reloaded.dump()) == yaml.safe_load(c.dump())
-
-
-@pytest.mark.skipif(cli.engine_available("glip.engine.inference"), reason="engine present: the tool really runs")
-def test_evaluation_tool_without_engine_logs_and_exits_2(tmp_path):
-    result = _run_tool("test_grounding_net", ["--config-file", GLIP_T, "--weight", "ckpts/glip_t.pth",
-                                              "--local-rank=0", "--task_config", LVIS_MINIVAL,
-                                              "MODEL.DEVICE", "cpu", "OUTPUT_DIR", "out"], cwd=tmp_path)
-    assert result.returncode == cli.ENGINE_UNAVAILABLE_EXIT_CODE, result.stderr
-    log = (tmp_path / "out/eval/glip_t/log.txt").read_text()
-    assert "evaluation engine not available yet" in log
-    assert "evaluation engine not available yet" in result.stdout
-
-
-@pytest.mark.skipif(cli.engine_available("glip.engine.trainer"), reason="engine present: the tool really runs")
-@pytest.mark.parametrize("tool", ["train_net", "finetune"])
-def test_training_tools_without_engine_save_config_log_and_exit_2(tool, tmp_path):
-    result = _run_tool(tool, ["--config-file", GLIP_T, "--local_rank", "0", "SOLVER.MAX_EPOCH", "3",
-                              "OUTPUT_DIR", "out"], cwd=tmp_path)
-    assert result.returncode == cli.ENGINE_UNAVAILABLE_EXIT_CODE, result.stderr
-    assert "training engine not available yet" in (tmp_path / "out/log.txt").read_text()
-    saved = yaml.safe_load((tmp_path / "out/config.yml").read_text())
-    assert saved["SOLVER"]["MAX_EPOCH"] == 3 and saved["MODEL"]["DYHEAD"]["NUM_CONVS"] == 6

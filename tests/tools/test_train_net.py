@@ -27,8 +27,8 @@ TINY = {
     "DATALOADER": {"NUM_WORKERS": 0, "ASPECT_RATIO_GROUPING": False},
     "DATASETS": {"TRAIN": ["train"], "TEST": ["train"], "TRAIN_DATASETNAME_SUFFIX": "_grounding",
                  "REGISTER": {"train": {"ann_file": "tiny/ann.json", "img_dir": "tiny/images"}}},
-    "SOLVER": {"IMS_PER_BATCH": 2, "MAX_EPOCH": 0, "MAX_ITER": 3, "STEPS": [0.67], "WARMUP_ITERS": 1,
-               "CHECKPOINT_PERIOD": 2, "OPTIMIZER": "SGD", "BASE_LR": 0.01, "LANG_LR": 0.001, "USE_AMP": False},
+    "SOLVER": {"IMS_PER_BATCH": 2, "MAX_EPOCH": 0, "MAX_ITER": 2, "STEPS": [0.5], "WARMUP_ITERS": 1,
+               "CHECKPOINT_PERIOD": 1, "OPTIMIZER": "SGD", "BASE_LR": 0.01, "LANG_LR": 0.001, "USE_AMP": False},
 }
 
 
@@ -144,38 +144,40 @@ def test_tool_trains_checkpoints_and_resumes_where_it_stopped(tiny_run):
     assert run(_argv("full")) == 0
     full = root / "full"
     names = sorted(p.name for p in full.iterdir())
-    assert names == ["config.yml", "last_checkpoint", "log.txt", "model_0000002.pth", "model_final.pth"], names
+    assert names == ["config.yml", "last_checkpoint", "log.txt", "model_0000001.pth", "model_0000002.pth",
+                     "model_final.pth"], names
     assert (full / "last_checkpoint").read_text().strip() == "model_final.pth"
     final = torch.load(full / "model_final.pth", map_location="cpu", weights_only=True)
-    assert final["iteration"] == 3
+    assert final["iteration"] == 2
     assert {"model", "optimizer", "scheduler", "rng"} <= set(final)
     assert not any(k.startswith("module.") for k in final["model"])
     initial = torch.load(root / "init.pth", map_location="cpu", weights_only=True)["model"]
     moved = [k for k, v in final["model"].items() if not torch.equal(v, initial["module." + k])]
     assert any(k.startswith("backbone.body.") for k in moved) and any(k.startswith("rpn.head.") for k in moved)
     log = (full / "log.txt").read_text()
-    assert "eta: " in log and "iter: 3" in log and "loss_dot_product_token" in log
-    assert yaml.safe_load((full / "config.yml").read_text())["SOLVER"]["MAX_ITER"] == 3
+    assert "eta: " in log and "iter: 2" in log and "loss_dot_product_token" in log
+    assert yaml.safe_load((full / "config.yml").read_text())["SOLVER"]["MAX_ITER"] == 2
 
-    # A run stopped after the checkpoint of iteration 2 and started again with the same command.
+    # A run stopped after the checkpoint of iteration 1 and started again with the same command.
     stopped = root / "stopped"
     stopped.mkdir()
-    (stopped / "model_0000002.pth").write_bytes((full / "model_0000002.pth").read_bytes())
-    (stopped / "last_checkpoint").write_text("model_0000002.pth")
+    (stopped / "model_0000001.pth").write_bytes((full / "model_0000001.pth").read_bytes())
+    (stopped / "last_checkpoint").write_text("model_0000001.pth")
     release_log_file()
     assert run(_argv("stopped")[:2] + ["--use-tensorboard"] + _argv("stopped")[2:]) == 0
     assert any(p.name.startswith("events.out.tfevents") for p in stopped.iterdir())
     log = (stopped / "log.txt").read_text()
-    assert "Start training at iteration 2 of 3" in log
+    assert "Start training at iteration 1 of 2" in log
     resumed = torch.load(stopped / "model_final.pth", map_location="cpu", weights_only=True)
-    assert resumed["iteration"] == 3
+    assert resumed["iteration"] == 2
     for key, value in final["model"].items():
         torch.testing.assert_close(resumed["model"][key], value, rtol=1e-5, atol=1e-7, msg=key)
     for a, b in zip(resumed["optimizer"]["state"].values(), final["optimizer"]["state"].values()):
         torch.testing.assert_close(a["momentum_buffer"], b["momentum_buffer"], rtol=1e-5, atol=1e-7)
-    assert resumed["scheduler"]["last_epoch"] == final["scheduler"]["last_epoch"] == 3
+    assert resumed["scheduler"]["last_epoch"] == final["scheduler"]["last_epoch"] == 2
 
 
+@pytest.mark.slow
 def test_tool_stops_on_a_non_finite_loss_without_writing_weights(tiny_run):
     from glip.engine.trainer import NonFiniteLossError
 
@@ -237,7 +239,8 @@ def test_end_to_end_training_moves_every_tensor_as_the_reference(tmp_path):
         "DATASETS.TRAIN_DATASETNAME_SUFFIX", "_grounding", "DATASETS.USE_OVERRIDE_CATEGORY", "True",
         "DATASETS.DISABLE_SHUFFLE", "True", "INPUT.MIN_SIZE_TRAIN", "320", "INPUT.MAX_SIZE_TRAIN", "512",
         "AUGMENT.MULT_MIN_SIZE_TRAIN", "()", "AUGMENT.FLIP_PROB_TRAIN", "0.0", "MODEL.SWINT.DROP_PATH_RATE", "0.0",
-        "MODEL.FPN.DROP_BLOCK", "False", "MODEL.BACKBONE.FREEZE_CONV_BODY_AT", "-1", "OUTPUT_DIR", str(tmp_path / "out"),
+        "MODEL.FPN.DROP_BLOCK", "False", "MODEL.BACKBONE.FREEZE_CONV_BODY_AT", "-1",
+        "OUTPUT_DIR", str(tmp_path / "out"),
     ]
     env = dict(os.environ, DATASET=str(E2E), PYTHONPATH=str(REPO))
     env.pop("WORLD_SIZE", None)
@@ -248,8 +251,10 @@ def test_end_to_end_training_moves_every_tensor_as_the_reference(tmp_path):
     initial = torch.load(tmp_path / "train.pth", map_location="cpu", weights_only=True)["model"]
     final = torch.load(tmp_path / "out/model_final.pth", map_location="cpu", weights_only=True)
     assert final["iteration"] == golden["iterations"] == 3
+    # cls_logits: the checkpoint's 80-class layer does not fit the 1-class task and keeps its initialisation.
     deltas = {k: (v.double() - initial["module." + k].double()) for k, v in final["model"].items()
-              if v.is_floating_point() and not torch.equal(v, initial["module." + k])}
+              if v.is_floating_point() and v.shape == initial["module." + k].shape
+              and not torch.equal(v, initial["module." + k])}
     skip = "attention.self.key.bias"
     assert sorted(k for k in deltas if skip not in k) == sorted(k for k in golden["delta_norms"] if skip not in k)
     for key, ref in golden["delta_norms"].items():

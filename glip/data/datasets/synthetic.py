@@ -32,7 +32,7 @@ COLOURS: Dict[str, Tuple[int, int, int]] = {
     "yellow": (235, 200, 30),
 }
 SHAPES: Tuple[str, ...] = ("circle", "square", "triangle", "star")
-SMALL_MAX_SIDE = 48  # objects whose longer side is below this many pixels are called "small" in captions
+SMALL_FRACTION = 0.2  # objects whose longer side is below this fraction of the image side are "small" in captions
 
 
 def combination_name(colour: str, shape: str) -> str:
@@ -158,11 +158,12 @@ def _relation(a: Sequence[float], b: Sequence[float]) -> str:
     return "above" if dy < 0 else "below"
 
 
-def size_word(box: Sequence[float]) -> str:
-    return "small" if max(box[2] - box[0], box[3] - box[1]) < SMALL_MAX_SIDE else "large"
+def size_word(box: Sequence[float], image_side: float) -> str:
+    return "small" if max(box[2] - box[0], box[3] - box[1]) < SMALL_FRACTION * image_side else "large"
 
 
-def make_caption(objects: Sequence[dict], rng: random.Random, size_prob: float = 0.7) -> Tuple[str, List[list]]:
+def make_caption(objects: Sequence[dict], rng: random.Random, image_side: float,
+                 size_prob: float = 0.7) -> Tuple[str, List[list]]:
     """A caption naming every object, and per object the ``[begin, end]`` character span of its phrase.
 
     Form: ``"a <phrase> <relation> a <phrase>[ and a <phrase>]*"`` where a phrase is ``[size ]colour shape``.
@@ -174,7 +175,7 @@ def make_caption(objects: Sequence[dict], rng: random.Random, size_prob: float =
         elif i > 1:
             caption += " and "
         caption += "a "
-        words = ([size_word(obj["box"])] if rng.random() < size_prob else []) + [obj["colour"], obj["shape"]]
+        words = ([size_word(obj["box"], image_side)] if rng.random() < size_prob else []) + [obj["colour"], obj["shape"]]
         phrase = " ".join(words)
         spans.append([[len(caption), len(caption) + len(phrase)]])
         caption += phrase
@@ -186,8 +187,8 @@ def _xywh(box: Sequence[float]) -> List[float]:
 
 
 def generate_split(folder: str, num_images: int, combos: Sequence[Tuple[str, str]],
-                   categories: Sequence[Tuple[str, str]], seed: int, image_size: Tuple[int, int] = (256, 256),
-                   objects_per_image: Tuple[int, int] = (2, 4), object_side: Tuple[int, int] = (28, 96),
+                   categories: Sequence[Tuple[str, str]], seed: int, image_size: Tuple[int, int] = (160, 160),
+                   objects_per_image: Tuple[int, int] = (2, 4), object_side: Tuple[int, int] = (18, 60),
                    textured_prob: float = 0.5, required: Sequence[Tuple[str, str]] = (), required_prob: float = 0.0,
                    unseen: Sequence[Tuple[str, str]] = ()) -> Dict[str, str]:
     """Draw ``num_images`` images into ``folder/images`` and write ``folder/detection.json`` and
@@ -215,7 +216,7 @@ def generate_split(folder: str, num_images: int, combos: Sequence[Tuple[str, str
         draw_objects(image, objects, rng)
         file_name = "{:06d}.png".format(index)
         image.save(os.path.join(folder, "images", file_name))
-        caption, spans = make_caption(objects, rng)
+        caption, spans = make_caption(objects, rng, min(width, height))
         image_id = index + 1
         record = {"id": image_id, "file_name": file_name, "width": width, "height": height}
         det_images.append(dict(record))
@@ -246,8 +247,8 @@ def _write_json(path: str, data: dict):
 
 
 def generate_synthetic_dataset(root: str, num_train: int = 600, num_test: int = 100, seed: int = 0,
-                               image_size: Tuple[int, int] = (256, 256), objects_per_image: Tuple[int, int] = (2, 4),
-                               object_side: Tuple[int, int] = (28, 96), textured_prob: float = 0.5,
+                               image_size: Tuple[int, int] = (160, 160), objects_per_image: Tuple[int, int] = (2, 4),
+                               object_side: Optional[Tuple[int, int]] = None, textured_prob: float = 0.5,
                                colours: Sequence[str] = tuple(COLOURS), shapes: Sequence[str] = SHAPES,
                                unseen: Optional[Sequence[Tuple[str, str]]] = None) -> dict:
     """Write the ``train`` and ``test`` splits under ``root`` and ``root/meta.json``; returns the meta dict.
@@ -262,6 +263,9 @@ def generate_synthetic_dataset(root: str, num_train: int = 600, num_test: int = 
         raise ValueError("unknown colours {} (known: {})".format(unknown, list(COLOURS)))
     all_combos = [(c, s) for c in colours for s in shapes]
     unseen = [tuple(u) for u in (default_unseen(colours, shapes) if unseen is None else unseen)]
+    if object_side is None:
+        side = min(image_size)
+        object_side = (max(8, round(0.11 * side)), round(0.375 * side))
     seen = [c for c in all_combos if c not in unseen]
     common = dict(image_size=tuple(image_size), objects_per_image=tuple(objects_per_image),
                   object_side=tuple(object_side), textured_prob=textured_prob, unseen=unseen)

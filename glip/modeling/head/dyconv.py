@@ -239,12 +239,11 @@ class DyConv(nn.Module):
         if level < len(feats) - 1:
             coarse = self.DyConv[0](feats[level + 1], **conv_args)
             branches.append(F.interpolate(coarse, size=feature.shape[-2:], mode="bilinear", align_corners=True))
-        if self.AttnConv is not None:
-            branches = [b * self.h_sigmoid(self.AttnConv(b)) for b in branches]
-        total = branches[0]
-        for branch in branches[1:]:
-            total = total + branch
-        return total / len(branches)
+        stacked = torch.stack(branches)
+        if self.AttnConv is None:
+            return stacked.mean(dim=0)
+        attention = self.h_sigmoid(torch.stack([self.AttnConv(b) for b in branches]))
+        return (stacked * attention).mean(dim=0)
 
     def forward(self, inputs: Dict[str, object]) -> Dict[str, object]:
         feats = list(inputs["visual"])
