@@ -50,8 +50,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 def package_path(value: str) -> str:
     """An existing path as given (absolute or relative to the working directory), else relative to the folder
     holding the ``glip`` package (so ``glip/assets/...`` in a yaml works from any directory)."""
-    if not value or os.path.isabs(value) or os.path.exists(value):
-        return os.path.abspath(value) if value and os.path.exists(value) else value
+    if not value or os.path.isabs(value):
+        return value
+    if os.path.exists(value):
+        return os.path.abspath(value)
     import glip
 
     candidate = Path(glip.__file__).resolve().parents[1] / value
@@ -117,7 +119,7 @@ def local_bert_support(cfg):
 
 def generate_data(args, data_root: str) -> dict:
     """The synthetic dataset under ``data_root`` (reused when ``meta.json`` says it was made the same way)."""
-    from glip.data.datasets.synthetic import generate_synthetic_dataset
+    from glip.data.datasets.synthetic import generate_synthetic_dataset, split_paths
 
     wanted = {"seed": args.seed, "num_train": args.num_train, "num_test": args.num_test,
               "image_size": [args.image_size, args.image_size]}
@@ -127,6 +129,7 @@ def generate_data(args, data_root: str) -> dict:
             meta = json.load(f)
         if all(meta.get(k) == v for k, v in wanted.items()):
             logger.info("Reusing the generated data in %s", data_root)
+            meta.update({split: split_paths(os.path.join(data_root, split)) for split in ("train", "test")})
             return meta
     return generate_synthetic_dataset(data_root, num_train=args.num_train, num_test=args.num_test, seed=args.seed,
                                       image_size=(args.image_size, args.image_size))

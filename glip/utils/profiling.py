@@ -13,6 +13,7 @@ re-associates its projections (fewer FLOPs executed), by the count of its refere
 + three attention products); `executed_gflop` reports what actually ran. The peak RSS is read before the FLOP
 count.
 """
+import functools
 import logging
 import resource
 import statistics
@@ -185,20 +186,23 @@ def count_flops(model: nn.Module, run, stages: Optional[Sequence[Tuple[str, nn.M
     def corrected():
         return counter.get_total_flops() - totals["seen"] + totals["formula"]
 
-    for name, module in stages:
-        def pre(module, args, name=name):
-            starts.setdefault(name, []).append(corrected())
+    def pre(module, args, name):
+        starts.setdefault(name, []).append(corrected())
 
-        def post(module, args, output, name=name):
-            per_stage[name] += corrected() - starts[name].pop()
+    def post(module, args, output, name):
+        per_stage[name] += corrected() - starts[name].pop()
 
-        handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
-    try:
-        with _formula_correction(model, counter, totals), counter:
-            run()
-    finally:
-        for handle in handles:
-            handle.remove()
+    # the formula hooks are registered first so that a stage's post hook sees its corrected count
+    with _formula_correction(model, counter, totals):
+        for name, module in stages:
+            handles += [module.register_forward_pre_hook(functools.partial(pre, name=name)),
+                        module.register_forward_hook(functools.partial(post, name=name))]
+        try:
+            with counter:
+                run()
+        finally:
+            for handle in handles:
+                handle.remove()
     return corrected(), per_stage, counter.get_total_flops()
 
 

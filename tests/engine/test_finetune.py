@@ -184,11 +184,15 @@ def test_one_step_changes_exactly_the_trainable_tensors(tiny, mode):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", sorted(TUNING_MODES))
-def test_loss_decreases_in_every_mode(tiny, mode):
+def test_loss_decreases_in_every_mode(tiny, mode, monkeypatch):
     from glip.solver.build import make_optimizer
 
+    # No dropout (the shared model keeps frozen parts in train mode); the prompt offset alone needs a larger step.
+    monkeypatch.setattr(torch.nn.functional, "dropout", lambda input, *args, **kwargs: input)
+    monkeypatch.setattr(torch.nn.Dropout, "forward", lambda self, input: input)
     model, cfg, _ = _reset(tiny, mode)
-    cfg.SOLVER.BASE_LR, cfg.SOLVER.LANG_LR = 1e-3, 1e-3
+    lr = 1e-2 if TUNING_MODES[mode].add_linear_layer else 1e-3
+    cfg.SOLVER.BASE_LR, cfg.SOLVER.LANG_LR = lr, lr
     optimizer = make_optimizer(cfg, model)
     losses = []
     for _ in range(4):

@@ -93,7 +93,8 @@ def test_short_training_lifts_held_out_ap50_far_above_untrained(tmp_path, quicks
     from glip.modeling.detector import build_detection_model
 
     out = tmp_path / "run"
-    argv = ["--output-dir", str(out), "--num-train", "200", "--num-test", "40", "SOLVER.MAX_ITER", "150"]
+    argv = ["--output-dir", str(out), "--num-train", "300", "--num-test", "60", "--threads", "1",
+            "SOLVER.MAX_ITER", "300"]
     assert quickstart.run(argv) == 0
     line = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("quickstart:")]
     assert len(line) == 1 and line[0].startswith("quickstart: AP50_seen=") and " minutes=" in line[0]

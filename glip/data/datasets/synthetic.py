@@ -196,7 +196,7 @@ def generate_split(folder: str, num_images: int, combos: Sequence[Tuple[str, str
 
     Objects are drawn uniformly from ``combos``; with ``required`` each object is drawn from it with probability
     ``required_prob`` (the test split uses this to hold many unseen objects). ``categories`` (all combinations the
-    detection json lists, ids 1..K in this order) must include ``combos``. Returns the two json paths.
+    detection json lists, ids 1..K in this order) must include ``combos``. Returns :func:`split_paths`.
     """
     width, height = image_size
     rng = random.Random(seed)
@@ -221,7 +221,7 @@ def generate_split(folder: str, num_images: int, combos: Sequence[Tuple[str, str
         record = {"id": image_id, "file_name": file_name, "width": width, "height": height}
         det_images.append(dict(record))
         gnd_images.append(dict(record, caption=caption, dataset_name="synthetic_shapes",
-                               tokens_positive_eval=[s for s in spans]))
+                               tokens_positive_eval=spans))
         for obj, span in zip(objects, spans):
             bbox = _xywh(obj["box"])
             ann = {"id": len(det_annotations) + 1, "image_id": image_id, "bbox": bbox, "area": bbox[2] * bbox[3],
@@ -231,12 +231,18 @@ def generate_split(folder: str, num_images: int, combos: Sequence[Tuple[str, str
                                         phrase=caption[span[0][0]:span[0][1]]))
     det_categories = [{"id": cat_ids[c], "name": combination_name(*c), "supercategory": c[1],
                        "seen": tuple(c) not in unseen} for c in categories]
-    paths = {"detection": os.path.join(folder, "detection.json"), "grounding": os.path.join(folder, "grounding.json")}
+    paths = split_paths(folder)
     _write_json(paths["detection"], {"images": det_images, "annotations": det_annotations,
                                      "categories": det_categories})
     _write_json(paths["grounding"], {"images": gnd_images, "annotations": gnd_annotations,
                                      "categories": [{"id": 1, "name": "object", "supercategory": "object"}]})
     return paths
+
+
+def split_paths(folder: str) -> Dict[str, str]:
+    """``{"detection", "grounding", "images"}`` paths of the split written in ``folder``."""
+    return {"detection": os.path.join(folder, "detection.json"), "grounding": os.path.join(folder, "grounding.json"),
+            "images": os.path.join(folder, "images")}
 
 
 def _write_json(path: str, data: dict):
@@ -277,8 +283,7 @@ def generate_synthetic_dataset(root: str, num_train: int = 600, num_test: int = 
                            required=unseen, required_prob=0.5)}
     for split, args in splits.items():
         folder = os.path.join(root, split)
-        paths = generate_split(folder, **args, **common)
-        meta[split] = dict(paths, images=os.path.join(folder, "images"))
+        meta[split] = generate_split(folder, **args, **common)
         logger.info("synthetic shapes: wrote %d %s images to %s", args["num_images"], split, folder)
     _write_json(os.path.join(root, "meta.json"), meta)
     return meta
