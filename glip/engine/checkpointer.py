@@ -63,6 +63,9 @@ def atomic_write_text(path: str, text: str):
 def _atomic_write(path: str, write):
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp_path = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp creates 0600; give the file what a plain open() would
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)

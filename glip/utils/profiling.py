@@ -10,7 +10,8 @@ convolution (attention products included); the modulated deformable convs, which
 kernel) or sees only partly (gather + GEMM fallback), are replaced by their convolution count
 `2 * B * C_out * C_in / groups * kh * kw * H_out * W_out`, and the fusion attention, whose inference path
 re-associates its projections (fewer FLOPs executed), by the count of its reference formulation (six projections
-+ three attention products); `executed_gflop` reports what actually ran. The peak RSS is read before the FLOP
++ three attention products); the Swin window attention is counted by formula (FlopCounterMode misses the CPU
+fused attention kernel); `executed_gflop` reports what FlopCounterMode saw. The peak RSS is read before the FLOP
 count.
 """
 import functools
@@ -129,12 +130,22 @@ def bi_attention_flops(module: nn.Module, args: Sequence, kwargs: dict, output) 
     return 2 * bsz * (projections + 3 * n_vis * n_txt * embed)
 
 
+def window_attention_flops(module: nn.Module, args: Sequence, kwargs: dict, output) -> int:
+    """FLOPs of one Swin WindowAttention call on x (B*nW, N, C): qkv and output projections and the two
+    attention products (FlopCounterMode does not count the CPU fused attention kernel used at inference)."""
+    x = args[0] if args else kwargs["x"]
+    windows, n, c = x.shape
+    return 2 * windows * (n * c * 3 * c + n * c * c + 2 * n * n * c)
+
+
 def _reference_formulas():
     """Module class -> FLOP formula replacing what FlopCounterMode sees inside it."""
     from glip.layers.deform_conv import ModulatedDeformConv
+    from glip.modeling.backbone.swin import WindowAttention
     from glip.modeling.head.fusion import BiMultiHeadAttention
 
-    return {ModulatedDeformConv: deform_conv_flops, BiMultiHeadAttention: bi_attention_flops}
+    return {ModulatedDeformConv: deform_conv_flops, BiMultiHeadAttention: bi_attention_flops,
+            WindowAttention: window_attention_flops}
 
 
 @contextmanager

@@ -135,3 +135,16 @@ def test_benchmark_glip_tiny_320():
     assert len(tower) == 18 and "predictors" in result["stages"]
     assert 250 < result["gflop"] < 350  # ~288 GFLOP counted with the reference formulation
     assert 0 < result["efficiency"] < 1.5
+
+
+def test_window_attention_counted_with_and_without_fused_kernel():
+    from glip.modeling.backbone.swin import WindowAttention
+
+    attn = WindowAttention(dim=8, window_size=2, num_heads=2).eval()
+    x = torch.randn(3, 4, 8)
+    expected = 2 * 3 * (4 * 8 * 24 + 4 * 8 * 8 + 2 * 4 * 4 * 8)  # qkv, proj, q k^T and attn @ v by hand
+    counts = []
+    for grad in (False, True):  # fused SDPA at inference, explicit products with autograd
+        with torch.set_grad_enabled(grad):
+            counts.append(profiling.count_flops(attn, lambda: attn(x))[0])
+    assert counts == [expected, expected]
