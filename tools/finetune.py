@@ -45,14 +45,11 @@ if importlib.util.find_spec("glip") is None:
 
 from glip.utils import cli  # noqa: E402
 
-ENGINE = "glip.engine.run"
 logger = logging.getLogger("glip.tools.finetune")
 
 
 def main(cfg, args) -> int:
     """All fine-tuning runs; returns the exit code."""
-    if not cli.engine_available(ENGINE):
-        return cli.report_missing_engine(logger, ENGINE, "training")
     from glip.engine.finetune import run_finetune
 
     run_finetune(cfg, args)

@@ -18,7 +18,6 @@ if importlib.util.find_spec("glip") is None:
 
 from glip.utils import cli  # noqa: E402
 
-ENGINE = "glip.engine.inference"
 logger = logging.getLogger("glip.tools.test_grounding_net")
 
 
@@ -96,8 +95,6 @@ def evaluate(model, cfg, log_dir, distributed):
 
 def main(cfg, args):
     """Build the model, load the checkpoint, evaluate once per task config. Returns the exit code."""
-    if not cli.engine_available(ENGINE):
-        return cli.report_missing_engine(logger, ENGINE, "evaluation")
     from glip.engine.weights import load_weights
     from glip.modeling.detector import build_detection_model
 

@@ -16,7 +16,6 @@ reference tools, so the official command lines work unchanged:
 """
 import argparse
 import glob
-import importlib.util
 import logging
 import os
 import sys
@@ -28,7 +27,6 @@ from glip.config.tuning import apply_tuning_highlevel_override
 from glip.utils.logger import setup_logger
 
 TOOLS = ("train_net", "test_grounding_net", "finetune")
-ENGINE_UNAVAILABLE_EXIT_CODE = 2
 
 
 def _default_local_rank() -> int:
@@ -275,18 +273,4 @@ def current_rank() -> int:
     from glip.utils.comm import get_rank
 
     return get_rank()
-
-
-def engine_available(module: str) -> bool:
-    """True when ``module`` (e.g. ``glip.engine.trainer``) can be imported."""
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        return False
-
-
-def report_missing_engine(logger: logging.Logger, module: str, what: str) -> int:
-    """Log that the ``what`` engine (``module``) is not there yet; returns the tool's exit code 2."""
-    logger.error("%s engine not available yet (module %s is missing); nothing was run.", what, module)
-    return ENGINE_UNAVAILABLE_EXIT_CODE
 

@@ -104,7 +104,7 @@ def test_category_list_that_fits_is_the_reference_prompt(demo):
     pred = demo.compute_prediction(image, NAMES)
     assert len(demo.prompts) == 1
     # the reference demo's prompt for a list: "name . " per name, one positive-map row per name
-    caption, spans, pos = "", [], 0
+    caption, spans = "", []
     for name in NAMES:
         spans.append([[len(caption), len(caption) + len(name)]])
         caption += name + " . "

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from helpers import REFERENCE, load_golden
-from helpers.glip_model import golden_config, golden_glip_tiny, match_detections
+from helpers.glip_model import golden_glip_tiny, match_detections
 
 IMAGES = ["astronaut", "chelsea"]
 CAPTIONS = ["coco", "free"]
