@@ -137,13 +137,17 @@ def build_dataset(cfg, dataset_list, transforms, catalog, is_train: bool = True,
 
 def make_data_sampler(dataset, shuffle: bool, distributed: bool, num_replicas=None, rank=None,
                       use_random_seed: bool = False, seed: int = 0):
-    """Distributed split, or a random (seeded by ``seed`` when non-zero) / sequential sampler."""
+    """Distributed split, or a single-process shuffled / sequential sampler.
+
+    Single-process shuffling is the one-replica ``DistributedSampler``: its order depends only on ``seed`` and the
+    epoch (not on the global random state), so a resumed run sees the batches of the uninterrupted one.
+    """
     if distributed:
         return DistributedSampler(dataset, shuffle=shuffle, num_replicas=num_replicas, rank=rank,
-                                  use_random=use_random_seed)
+                                  use_random=use_random_seed, seed=seed)
     if shuffle:
-        generator = torch.Generator().manual_seed(seed) if seed else None
-        return torch.utils.data.RandomSampler(dataset, generator=generator)
+        return DistributedSampler(dataset, shuffle=True, num_replicas=1, rank=0, use_random=use_random_seed,
+                                  seed=seed)
     return torch.utils.data.SequentialSampler(dataset)
 
 

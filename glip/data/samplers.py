@@ -21,13 +21,13 @@ def _shared_random_seed() -> int:
 class DistributedSampler(Sampler):
     """Each of ``num_replicas`` processes reads its own contiguous slice of one (shuffled) index order.
 
-    The order is ``randperm(len, generator seeded with epoch)`` (``use_random``: a seed shared by all processes
+    The order is ``randperm(len, generator seeded with seed + epoch)`` (``use_random``: a seed shared by all processes
     instead) or ``0..len-1``; it is extended with its own first indices to ``ceil(len / R) * R`` entries so every
     rank gets ``num_samples`` indices; rank ``r`` takes entries ``[r * num_samples, (r + 1) * num_samples)``.
     """
 
     def __init__(self, dataset, num_replicas: Optional[int] = None, rank: Optional[int] = None, shuffle: bool = True,
-                 use_random: bool = False):
+                 use_random: bool = False, seed: int = 0):
         if num_replicas is None or rank is None:
             if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
                 raise RuntimeError("DistributedSampler needs num_replicas and rank or an initialised process group")
@@ -41,11 +41,12 @@ class DistributedSampler(Sampler):
         self.total_size = self.num_samples * num_replicas
         self.shuffle = shuffle
         self.use_random = use_random
+        self.seed = seed
 
     def __iter__(self) -> Iterator[int]:
         if self.shuffle:
             generator = torch.Generator()
-            generator.manual_seed(_shared_random_seed() if self.use_random else self.epoch)
+            generator.manual_seed(_shared_random_seed() if self.use_random else self.seed + self.epoch)
             indices = torch.randperm(len(self.dataset), generator=generator).tolist()
         else:
             indices = list(range(len(self.dataset)))
@@ -112,8 +113,10 @@ class GroupedBatchSampler(BatchSampler):
 class IterationBasedBatchSampler(BatchSampler):
     """Re-iterates a batch sampler until ``num_iterations`` batches were produced (counting from ``start_iter``).
 
-    Before each pass the inner sampler's ``set_epoch(iteration)`` is called when it has one, so a
-    ``DistributedSampler`` reshuffles with the current iteration as seed.
+    Before each pass the inner sampler's ``set_epoch(first iteration of the pass)`` is called when it has one,
+    so a ``DistributedSampler`` reshuffles with that iteration as seed (the reference's rule). Passes start at
+    multiples of the pass length; a run resumed at ``start_iter`` re-seeds the pass it stopped in and skips the
+    batches already done, so it sees exactly the batches of the uninterrupted run.
     """
 
     def __init__(self, batch_sampler, num_iterations: int, start_iter: int = 0):
@@ -123,13 +126,18 @@ class IterationBasedBatchSampler(BatchSampler):
 
     def __iter__(self):
         iteration = self.start_iter
+        pass_length = len(self.batch_sampler)
+        skip = iteration % pass_length if pass_length else 0
         while iteration <= self.num_iterations:
             inner = getattr(self.batch_sampler, "sampler", None)
             if hasattr(inner, "set_epoch"):
-                inner.set_epoch(iteration)
+                inner.set_epoch(iteration - skip)
             produced = False
             for batch in self.batch_sampler:
                 produced = True
+                if skip:
+                    skip -= 1
+                    continue
                 iteration += 1
                 if iteration > self.num_iterations:
                     break

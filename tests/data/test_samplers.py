@@ -50,3 +50,14 @@ def test_iteration_based_resumes():
     assert list(IterationBasedBatchSampler(inner, 5)) == [[0, 1], [2, 3], [4], [0, 1], [2, 3]]
     assert list(IterationBasedBatchSampler(inner, 5, start_iter=3)) == [[0, 1], [2, 3]]
     assert len(IterationBasedBatchSampler(inner, 7)) == 7
+
+
+def test_resumed_iteration_sees_the_batches_of_the_uninterrupted_run():
+    dataset = list(range(7))
+    sampler = DistributedSampler(dataset, num_replicas=1, rank=0, shuffle=True, seed=3)
+    full = list(IterationBasedBatchSampler(BatchSampler(sampler, 2, drop_last=False), 11))
+    assert len(full) == 11 and sorted(sum(full[:4], [])) == dataset  # one pass = 4 batches covering all
+    assert full[:4] != full[4:8]  # each pass reshuffles
+    for start in range(11):
+        resumed = IterationBasedBatchSampler(BatchSampler(sampler, 2, drop_last=False), 11, start_iter=start)
+        assert list(resumed) == full[start:], start
