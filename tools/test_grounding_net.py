@@ -107,12 +107,20 @@ def main(cfg, args):
         logger.warning("no --weight and no MODEL.WEIGHT: evaluating randomly initialised weights")
     log_dir = eval_log_dir(cfg, args.weight)
     all_results = {}
-    task_names = [os.path.splitext(os.path.basename(p))[0] for p in cli.split_task_configs(args.task_config)]
-    for k, task_cfg in enumerate(cli.task_config_variants(cfg, args.task_config, args.opts)):
-        for name, result in evaluate(model, task_cfg, log_dir, args.distributed).items():
+    task_paths = cli.split_task_configs(args.task_config)
+    task_names = [os.path.splitext(os.path.basename(p))[0] for p in task_paths]
+    several = len(task_paths) > 1
+    for k, task_cfg in enumerate(cli.task_config_variants(cfg, ",".join(task_paths), args.opts)):
+        # Several tasks (e.g. all ODinW datasets) would share `inference/test`: each gets its own folder.
+        task_dir = os.path.join(log_dir, task_names[k]) if several and log_dir else log_dir
+        for name, result in evaluate(model, task_cfg, task_dir, args.distributed).items():
             all_results["{}/{}".format(task_names[k], name) if task_names else name] = result
     if all_results:
         logger.info("Results:\n%s", format_results(all_results))
+    if several and all_results and all(r is not None for r in all_results.values()):
+        from glip.evaluation.odinw import summarize_tasks
+
+        summarize_tasks(all_results)  # per-dataset AP and the mean over the tasks (the ODinW protocol)
     return 0
 
 

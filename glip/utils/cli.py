@@ -156,10 +156,20 @@ def merge_config(cfg, config_file: Optional[str] = None, opts: Sequence[str] = (
 
 
 def split_task_configs(task_config: Optional[str]) -> List[str]:
-    """``"a.yaml,b.yaml"`` -> ``["a.yaml", "b.yaml"]`` (empty entries dropped)."""
+    """``"a.yaml,b.yaml"`` -> ``["a.yaml", "b.yaml"]`` (empty entries dropped; glob patterns such as
+    ``configs/odinw_13/*.yaml`` expanded in sorted order; a pattern matching nothing is an error)."""
     if not task_config:
         return []
-    return [path for path in task_config.split(",") if path]
+    paths = []
+    for entry in (e for e in task_config.split(",") if e):
+        if any(ch in entry for ch in "*?["):
+            matches = sorted(glob.glob(entry))
+            if not matches:
+                raise FileNotFoundError("--task_config pattern {!r} matches no file".format(entry))
+            paths.extend(matches)
+        else:
+            paths.append(entry)
+    return paths
 
 
 def task_config_variants(cfg, task_config: Optional[str], opts: Sequence[str]) -> Iterator:

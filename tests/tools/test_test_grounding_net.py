@@ -173,6 +173,30 @@ def test_tool_writes_the_reference_layout_on_a_tiny_model(tmp_path, monkeypatch)
                                                                        abs=1e-9)
 
 
+
+def test_several_task_configs_get_own_folders_and_a_mean(tmp_path, monkeypatch, caplog):
+    """The ODinW way: a glob of task configs, one output folder per task, per-task AP and their mean."""
+    import logging
+    import shutil
+
+    argv, gt_file = prepare_tiny_run(tmp_path, monkeypatch)
+    first = Path(argv[argv.index("--task_config") + 1])
+    shutil.copy(first, tmp_path / "tiny_task_b.yaml")
+    argv[argv.index("--task_config") + 1] = str(tmp_path / "tiny_task*.yaml")
+    out = tmp_path / "out"
+    with caplog.at_level(logging.INFO, logger="glip.evaluation.odinw"):
+        assert load_tool().run(argv + ["OUTPUT_DIR", str(out)]) == 0
+    aps = []
+    for task in ("tiny_task", "tiny_task_b"):
+        folder = out / "eval" / "tiny_glip" / task / "inference" / "test"
+        assert (folder / "bbox.json").is_file()
+        aps.append(coco_ap(gt_file, folder / "bbox.json")[0])
+    assert aps[0] == pytest.approx(aps[1])
+    summary = caplog.text[caplog.text.index("ODinW summary"):]
+    assert "tiny_task/test" in summary and "tiny_task_b/test" in summary
+    mean_line = [line for line in summary.splitlines() if line.startswith("mean")][0]
+    assert float(mean_line.split()[-1]) == pytest.approx(sum(aps) / 2, abs=1e-4)
+
 LAUNCHER = """
 import sys
 import torch
