@@ -80,43 +80,6 @@ def build_config(config_file: str, output_dir: str, data_root: str, opts=()):
     return cfg
 
 
-@contextlib.contextmanager
-def local_bert_support(cfg):
-    """Let the model builders accept a local BERT folder as ``MODEL.LANGUAGE_BACKBONE.MODEL_TYPE``.
-
-    The builders compare MODEL_TYPE with the name "bert-base-uncased" (as the reference does) to allow the fusion
-    tower and to take LANG_DIM as the text width. For a local folder holding a BERT config this wrapper makes them
-    treat it the same way while the model is built. It does nothing for hub names. TODO(lead): drop once
-    glip.modeling.language.build / head.build / head.fusion accept local BERT folders themselves.
-    """
-    model_type = cfg.MODEL.LANGUAGE_BACKBONE.MODEL_TYPE
-    if not os.path.isdir(model_type):
-        yield
-        return
-    from glip.modeling.head import build as head_build
-    from glip.modeling.language import build as language_build
-
-    saved_types, saved_tower = language_build.SUPPORTED_MODEL_TYPES, head_build.build_tower
-    saved_layer = head_build.build_bert_encoder_layer
-
-    def build_tower(tower_cfg):
-        as_bert = tower_cfg.clone()
-        as_bert.defrost()
-        as_bert.MODEL.LANGUAGE_BACKBONE.MODEL_TYPE = "bert-base-uncased"
-        head_build.build_bert_encoder_layer = lambda _: saved_layer(tower_cfg)
-        try:
-            return saved_tower(as_bert)
-        finally:
-            head_build.build_bert_encoder_layer = saved_layer
-
-    language_build.SUPPORTED_MODEL_TYPES = tuple(saved_types) + (model_type,)
-    head_build.build_tower = build_tower
-    try:
-        yield
-    finally:
-        language_build.SUPPORTED_MODEL_TYPES, head_build.build_tower = saved_types, saved_tower
-
-
 def generate_data(args, data_root: str) -> dict:
     """The synthetic dataset under ``data_root`` (reused when ``meta.json`` says it was made the same way)."""
     from glip.data.datasets.synthetic import generate_synthetic_dataset, split_paths
@@ -140,8 +103,7 @@ def train_model(cfg):
     from glip.engine.run import seed_everything, train
 
     seed_everything(cfg.SOLVER.SEED)
-    with local_bert_support(cfg):
-        return train(cfg, use_tensorboard=True, pretrained_language=False)
+    return train(cfg, use_tensorboard=True, pretrained_language=False)
 
 
 def ap50_by_split(gt_file: str, results_file: str) -> dict:
@@ -264,8 +226,7 @@ def run(argv=None) -> int:
     metrics = evaluate_model(cfg, model, os.path.join(output_dir, "eval"), meta["test"]["detection"])
     minutes["eval"] = (time.time() - t) / 60
     t = time.time()
-    with local_bert_support(cfg):
-        drawn = draw_demo(cfg, model, meta, os.path.join(output_dir, "demo.png"), args.demo_threshold)
+    drawn = draw_demo(cfg, model, meta, os.path.join(output_dir, "demo.png"), args.demo_threshold)
     minutes["demo"] = (time.time() - t) / 60
     total = (time.time() - start) / 60
     minutes["total"] = total

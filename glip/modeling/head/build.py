@@ -31,7 +31,9 @@ def build_tower(cfg) -> list:
     """
     head = cfg.MODEL.DYHEAD
     fuse = head.FUSE_CONFIG
-    if cfg.MODEL.LANGUAGE_BACKBONE.MODEL_TYPE != "bert-base-uncased" and fuse.EARLY_FUSE_ON:
+    from glip.modeling.language.build import is_bert_type
+
+    if not is_bert_type(cfg.MODEL.LANGUAGE_BACKBONE.MODEL_TYPE) and fuse.EARLY_FUSE_ON:
         raise NotImplementedError(
             f"MODEL.LANGUAGE_BACKBONE.MODEL_TYPE {cfg.MODEL.LANGUAGE_BACKBONE.MODEL_TYPE!r}: only BERT text layers "
             "are implemented in the fusion tower")

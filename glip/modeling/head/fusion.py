@@ -262,7 +262,10 @@ def build_vlfuse(cfg) -> VLFuse:
     lang = cfg.MODEL.LANGUAGE_BACKBONE
     if fuse.TYPE == "MHA-B" and fuse.SEPARATE_BIDIRECTIONAL:
         raise NotImplementedError("VLFuse MHA-B with FUSE_CONFIG.SEPARATE_BIDIRECTIONAL is not implemented")
-    lang_dim = lang.LANG_DIM if lang.MODEL_TYPE in ("bert-base-uncased", "roberta-base", "clip") else 1024
+    from glip.modeling.language.build import is_bert_type
+
+    known = lang.MODEL_TYPE in ("roberta-base", "clip") or is_bert_type(lang.MODEL_TYPE)
+    lang_dim = lang.LANG_DIM if known else 1024
     return VLFuse(
         fuse_type=fuse.TYPE,
         visual_dim=fuse.JOINT_EMB_SIZE,

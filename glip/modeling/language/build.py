@@ -1,7 +1,21 @@
 """Maps the official yacs keys (cfg.MODEL.LANGUAGE_BACKBONE.*) to the language backbone."""
+import json
+import os
+
 from glip.modeling.language.bert import LanguageBackbone, build_bert_backbone
 
 SUPPORTED_MODEL_TYPES = ("bert-base-uncased",)
+
+
+def is_bert_type(model_type: str) -> bool:
+    """True for "bert-base-uncased" or a local folder whose config.json is a BERT config (e.g. a smaller BERT)."""
+    if model_type in SUPPORTED_MODEL_TYPES:
+        return True
+    config = os.path.join(str(model_type), "config.json")
+    if not os.path.isfile(config):
+        return False
+    with open(config) as f:
+        return json.load(f).get("model_type") == "bert"
 
 
 def build_language_backbone(cfg, load_pretrained: bool = False) -> LanguageBackbone:
@@ -11,7 +25,7 @@ def build_language_backbone(cfg, load_pretrained: bool = False) -> LanguageBackb
     True loads the HF pretrained weights (as the reference does before fine-tuning/pre-training).
     """
     lang = cfg.MODEL.LANGUAGE_BACKBONE
-    if lang.MODEL_TYPE not in SUPPORTED_MODEL_TYPES:
+    if not is_bert_type(lang.MODEL_TYPE):
         raise NotImplementedError(f"language backbone MODEL_TYPE '{lang.MODEL_TYPE}' is not supported "
                                   f"(supported: {SUPPORTED_MODEL_TYPES})")
     return build_bert_backbone(
