@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers.tiny import tiny_bert
 import torch
 
 REPO = Path(__file__).resolve().parents[2]
@@ -122,7 +123,7 @@ def test_ddp_gradients_equal_single_process_and_only_rank0_writes(tmp_path, monk
     from glip.engine.weights import load_weights
     from glip.modeling.detector import build_detection_model
 
-    tool_test.tiny_bert(monkeypatch)
+    tiny_bert(monkeypatch)
     tool_test.no_dropout(monkeypatch)
     monkeypatch.setenv("DATASET", str(tmp_path))
     tool_test.write_tiny_dataset(tmp_path, identical=False)

@@ -3,6 +3,7 @@ and batched evaluation giving the predictions of one image at a time on a tiny G
 import json
 
 import pytest
+from helpers.tiny import tiny_bert
 import torch
 from helpers import REFERENCE
 from PIL import Image
@@ -23,21 +24,6 @@ CATEGORIES = [{"id": 1, "name": "cat", "supercategory": "animal"},
               {"id": 7, "name": "tree", "supercategory": "plant"}]
 # (width, height): the 2nd and 3rd share a padded shape at 64/128 px, the others differ.
 IMAGE_SIZES = [(160, 120), (120, 160), (121, 161), (200, 90)]
-
-
-def tiny_bert(monkeypatch):
-    """A 1-layer BERT (hidden size kept at 768, the head's language width) for every model built in the test."""
-    from glip.modeling.language import bert
-
-    original = bert.load_bert_config
-
-    def small_config(*args, **kwargs):
-        config = original(*args, **kwargs)
-        config.num_hidden_layers = 1
-        config.intermediate_size = 128
-        return config
-
-    monkeypatch.setattr(bert, "load_bert_config", small_config)
 
 
 def write_tiny_coco(root, sizes=IMAGE_SIZES):

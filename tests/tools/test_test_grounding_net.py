@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers.tiny import tiny_bert
 import torch
 from helpers import REFERENCE
 from PIL import Image
@@ -99,20 +100,6 @@ def write_task(root: Path):
     return task, gt_file
 
 
-def tiny_bert(monkeypatch):
-    """1-layer BERT (hidden size 768, as the head expects) for every model built while the patch is active."""
-    from glip.modeling.language import bert
-
-    original = bert.load_bert_config
-
-    def small_config(*args, **kwargs):
-        config = original(*args, **kwargs)
-        config.num_hidden_layers, config.intermediate_size = 1, 128
-        return config
-
-    monkeypatch.setattr(bert, "load_bert_config", small_config)
-
-
 def prepare_tiny_run(tmp_path, monkeypatch):
     """Generated data, a tiny GLIP saved as an official checkpoint `tiny_glip.pth`; returns (argv without
     OUTPUT_DIR, gt json)."""
@@ -171,7 +158,6 @@ def test_tool_writes_the_reference_layout_on_a_tiny_model(tmp_path, monkeypatch)
     ap_row = (folder / "bbox.csv").read_text().splitlines()[1]
     assert float(ap_row.rstrip(", ").split(",")[-1]) == pytest.approx(coco_ap(gt_file, folder / "bbox.json")[0],
                                                                        abs=1e-9)
-
 
 
 def test_several_task_configs_get_own_folders_and_a_mean(tmp_path, monkeypatch, caplog):

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers.tiny import tiny_bert
 import torch
 import yaml
 from helpers import REFERENCE
@@ -40,21 +41,6 @@ def merge_yaml(base: dict, over: dict, whole=("REGISTER",)) -> dict:
         else:
             base[key] = value
     return base
-
-
-def tiny_bert(monkeypatch):
-    """A 1-layer BERT (hidden size kept at 768) for every model built in this process."""
-    from glip.modeling.language import bert
-
-    original = bert.load_bert_config
-
-    def small_config(*args, **kwargs):
-        config = original(*args, **kwargs)
-        config.num_hidden_layers = 1
-        config.intermediate_size = 128
-        return config
-
-    monkeypatch.setattr(bert, "load_bert_config", small_config)
 
 
 def no_dropout(monkeypatch):
