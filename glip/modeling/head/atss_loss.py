@@ -113,6 +113,16 @@ def giou_loss(pred_boxes: torch.Tensor, target_boxes: torch.Tensor,
     return losses.sum()
 
 
+def fit_width(token_labels: torch.Tensor, width: int) -> torch.Tensor:
+    """`(B, N, 256)` token labels cut (or zero-padded) to the text's `width` = MAX_QUERY_LEN tokens: positive maps
+    are built 256 wide as in the reference, and tokens past the text length were truncated away."""
+    if token_labels.shape[-1] > width:
+        return token_labels[..., :width]
+    if token_labels.shape[-1] < width:
+        return F.pad(token_labels, (0, width - token_labels.shape[-1]))
+    return token_labels
+
+
 def contrastive_align_loss(logits: torch.Tensor, positive_map: torch.Tensor) -> torch.Tensor:
     """MDETR contrastive alignment: mean of the box->token and token->box losses (summed, unnormalised).
 
@@ -314,6 +324,8 @@ class ATSSLoss(nn.Module):
             losses["loss_cls"] = self.cls_loss_func(box_cls_flat, labels_flat.int()) / num_pos_avg
 
         token_labels = torch.stack(prepared["token_labels"], dim=0) if positive_map is not None else None
+        if token_labels is not None and text_masks is not None:
+            token_labels = fit_width(token_labels, text_masks.shape[-1])
         if self.use_token_loss and token_logits is not None:
             num_tokens = token_logits[0].shape[1] // (box_regression[0].shape[1] // 4)
             stacked = flatten_levels([x.float() for x in token_logits], num_tokens)

@@ -156,6 +156,24 @@ def test_every_loss_term_by_hand():
         torch.testing.assert_close(losses[name].double(), expected, rtol=1e-5, atol=1e-6, msg=name)
 
 
+def test_shorter_max_query_len_uses_the_first_columns_of_the_256_wide_positive_map():
+    """MAX_QUERY_LEN 64: logits and text mask are 64 wide, positive maps stay 256 wide (as the datasets build
+    them); the token loss is the focal loss over the first 64 columns."""
+    g, target = _module_case()
+    anchors = torch.cat(g["anchors_per_level"])
+    preds = _predictions(1, anchors.shape[0], tokens=64)
+    text_mask = torch.zeros(1, 64, dtype=torch.long)
+    text_mask[0, :6] = 1
+    losses = _call(ATSSLoss(BoxCoder()), preds, [target], [g["anchors_per_level"]], g["positive_map"], text_mask)
+
+    pos = g["positive_anchor_indices"]
+    token_targets = torch.zeros(anchors.shape[0], 64)
+    token_targets[pos] = g["token_labels_of_positives"][:, :64]
+    assert token_targets[:, :6].sum() > 0
+    expected = _binary_focal(preds["dot"][0][:, :6], token_targets[:, :6]).sum() / pos.numel()
+    torch.testing.assert_close(losses["loss_dot_product_token"].double(), expected, rtol=1e-5, atol=1e-6)
+
+
 def test_exact_regression_gives_zero_giou_loss():
     g, target = _module_case()
     anchors = torch.cat(g["anchors_per_level"])
