@@ -32,6 +32,10 @@ DEFAULT_CONFIG = REPO / "configs" / "quickstart" / "glip_tiny_shapes.yaml"
 DATA_SUBDIR = "synthetic_shapes"
 
 
+def _names(text: str) -> list:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--output-dir", default="OUTPUT/quickstart", help="where data, model and results go")
@@ -40,6 +44,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--num-test", type=int, default=100, help="generated held-out images")
     parser.add_argument("--seed", type=int, default=0, help="data seed (the training seed is SOLVER.SEED)")
     parser.add_argument("--image-size", type=int, default=160, help="side of the generated square images")
+    parser.add_argument("--colours", type=_names, default=None,
+                        help="comma-separated object colours (default: all of glip.data.datasets.synthetic.COLOURS)")
+    parser.add_argument("--shapes", type=_names, default=None,
+                        help="comma-separated object shapes (default: all of glip.data.datasets.synthetic.SHAPES)")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch intra-op threads (0: torch's default); 1 is much faster on a busy shared machine")
     parser.add_argument("--demo-threshold", type=float, default=0.4, help="score threshold of the demo drawing")
@@ -82,10 +90,12 @@ def build_config(config_file: str, output_dir: str, data_root: str, opts=()):
 
 def generate_data(args, data_root: str) -> dict:
     """The synthetic dataset under ``data_root`` (reused when ``meta.json`` says it was made the same way)."""
-    from glip.data.datasets.synthetic import generate_synthetic_dataset, split_paths
+    from glip.data.datasets.synthetic import COLOURS, SHAPES, generate_synthetic_dataset, split_paths
 
+    colours = list(args.colours or COLOURS)
+    shapes = list(args.shapes or SHAPES)
     wanted = {"seed": args.seed, "num_train": args.num_train, "num_test": args.num_test,
-              "image_size": [args.image_size, args.image_size]}
+              "image_size": [args.image_size, args.image_size], "colours": colours, "shapes": shapes}
     meta_path = os.path.join(data_root, "meta.json")
     if os.path.isfile(meta_path):
         with open(meta_path) as f:
@@ -95,7 +105,7 @@ def generate_data(args, data_root: str) -> dict:
             meta.update({split: split_paths(os.path.join(data_root, split)) for split in ("train", "test")})
             return meta
     return generate_synthetic_dataset(data_root, num_train=args.num_train, num_test=args.num_test, seed=args.seed,
-                                      image_size=(args.image_size, args.image_size))
+                                      image_size=(args.image_size, args.image_size), colours=colours, shapes=shapes)
 
 
 def train_model(cfg):

@@ -171,3 +171,33 @@ def test_multi_stage_schedules():
     cfg = _cfg(MULTI_MAX_EPOCH=(2, 4), MULTI_MAX_ITER=(10, 40), STEPS=((0.5,), (0.5, 0.75)))
     scheds = make_lr_scheduler(cfg, _opt())
     assert [s.milestones for s in scheds] == [[5], [20, 30]]
+
+
+@pytest.mark.parametrize("optimizer_name", ["ADAMW", "SGD"])
+def test_fused_step_equals_the_per_group_reference_step(optimizer_name):
+    """make_optimizer's fused optimizer takes the same steps as torch's default implementation over the same
+    one-group-per-parameter layout (AdamW with weight decay, SGD with momentum), on random gradients."""
+    torch.manual_seed(0)
+    model = _Named(NAMES)
+    for p in model.parameters():
+        p.data.normal_()
+    reference = _Named(NAMES)
+    reference.load_state_dict(model.state_dict())
+    cfg = _cfg(OPTIMIZER=optimizer_name, MOMENTUM=0.9)
+    fused = make_optimizer(cfg, model)
+    assert fused.defaults.get("fused") is True
+    groups = [{k: v for k, v in g.items() if k != "fused"} for g in fused.param_groups]
+    by_name = dict(reference.named_parameters())
+    for g in groups:
+        g["params"] = [by_name[g["name"]]]
+    plain_cls = torch.optim.AdamW if optimizer_name == "ADAMW" else torch.optim.SGD
+    extra = {"momentum": 0.9} if optimizer_name == "SGD" else {}
+    plain = plain_cls(groups, cfg.SOLVER.BASE_LR, foreach=False, **extra)
+    for _ in range(3):
+        for (_, p), (_, q) in zip(model.named_parameters(), reference.named_parameters()):
+            p.grad = torch.randn_like(p)
+            q.grad = p.grad.clone()
+        fused.step()
+        plain.step()
+    for (name, p), (_, q) in zip(model.named_parameters(), reference.named_parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-6, msg=name)
