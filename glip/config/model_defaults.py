@@ -194,6 +194,8 @@ def model_defaults() -> CN:
     fuse.EARLY_FUSE_ON = False
     fuse.TYPE = ""
     fuse.JOINT_EMB_SIZE = 256
+    # Not in the reference (which fixes it at 2048): width of VLFuse's image-text attention, 8 heads.
+    fuse.ATTN_EMBED_DIM = 2048
     fuse.JOINT_OUT_SIZE = 256
     fuse.JOINT_EMB_DROPOUT = 0.1
     fuse.JOINT_MLP_LAYERS = 2

@@ -270,7 +270,7 @@ def build_vlfuse(cfg) -> VLFuse:
         fuse_type=fuse.TYPE,
         visual_dim=fuse.JOINT_EMB_SIZE,
         lang_dim=lang_dim,
-        embed_dim=2048,
+        embed_dim=fuse.get("ATTN_EMBED_DIM", 2048),  # project key; a reference config dump lacks it
         num_heads=8,
         dropout=0.1,
         drop_path=0.0,

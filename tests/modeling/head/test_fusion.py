@@ -196,3 +196,15 @@ def test_batched_path_when_grad_needed_or_disabled(monkeypatch):
         attn.blocked_inference = False
         attn(v, l)
         assert calls == ["blocked"]
+
+
+def test_attention_width_from_the_project_key(cfg):
+    """FUSE_CONFIG.ATTN_EMBED_DIM (not in the reference, default 2048) sets the attention width; 8 heads."""
+    narrow = cfg.clone()
+    narrow.defrost()
+    narrow.MODEL.DYHEAD.FUSE_CONFIG.ATTN_EMBED_DIM = 256
+    attn = build_vlfuse(narrow).b_attn.attn
+    assert (attn.embed_dim, attn.num_heads, attn.head_dim) == (256, 8, 32)
+    assert attn.v_proj.weight.shape == (256, 256) and attn.out_l_proj.weight.shape == (768, 256)
+    from glip.config import cfg as defaults
+    assert defaults.MODEL.DYHEAD.FUSE_CONFIG.ATTN_EMBED_DIM == 2048
