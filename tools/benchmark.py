@@ -9,6 +9,10 @@
             post-processing), the counted FLOPs, this machine's fp32 GEMM rate measured in the same run, the
             efficiency FLOPs / (time x GEMM rate) and the peak RSS; `--json FILE` writes the same figures.
 
+    --optimizer --config-file C   one optimizer step (with the config's gradient clipping) over the config's
+            model with random gradients: make_optimizer's fused step side by side with torch's default
+            implementation over the same per-parameter groups.
+
 Examples: `python tools/benchmark.py --ops --threads 2`;
 `python tools/benchmark.py --config-file configs/pretrain/glip_Swin_T_O365_GoldG.yaml --size 800x1216 --runs 3`.
 """
@@ -105,6 +109,7 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (median)")
     parser.add_argument("--levels", type=int, default=len(FPN_LEVELS), help="first N FPN levels (P3 first)")
     parser.add_argument("--channels", type=int, default=256, help="input = output channels")
+    parser.add_argument("--optimizer", action="store_true", help="fused vs default optimizer step (needs a config)")
     parser.add_argument("--config-file", default="", help="benchmark this GLIP config's eval forward")
     parser.add_argument("--size", default="800x1216", help="network input HxW (model mode)")
     parser.add_argument("--runs", type=int, default=3, help="timed forwards (model mode)")
@@ -118,10 +123,41 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     if args.ops:
         bench_ops(args)
+    elif args.optimizer:
+        if not args.config_file:
+            parser.error("--optimizer needs --config-file")
+        bench_optimizer(args)
     elif args.config_file:
         bench_model(args)
     else:
         parser.error("choose a mode: --ops or --config-file C --size HxW")
+
+
+def bench_optimizer(args) -> dict:
+    """Median seconds of one step of make_optimizer's (fused) optimizer and of the unfused one on the same groups."""
+    from glip.config import cfg
+    from glip.modeling.detector import build_detection_model
+    from glip.solver.build import make_optimizer
+
+    c = cfg.clone()
+    c.merge_from_file(args.config_file)
+    c.merge_from_list(["MODEL.DEVICE", "cpu"] + list(args.opts))
+    model = build_detection_model(c)
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.grad = torch.randn_like(p)
+    fused = make_optimizer(c, model)
+    groups = [{k: v for k, v in g.items() if k != "fused"} for g in fused.param_groups]
+    default = type(fused)(groups, c.SOLVER.BASE_LR)
+    # Random N(0, 1) gradients (clipped as configured); a few warm-up steps first.
+    result = {"tensors": len(params), "parameters": sum(p.numel() for p in params),
+              "fused_s": _median_seconds(fused.step, args.repeats, warmup=5),
+              "default_s": _median_seconds(default.step, args.repeats, warmup=5)}
+    logger.info("%s over %d tensors (%.1fM parameters), %d threads, median of %d: fused %.1f ms, default %.1f ms "
+                "(%.2fx)", type(fused).__name__, result["tensors"], result["parameters"] / 1e6,
+                torch.get_num_threads(), args.repeats, result["fused_s"] * 1e3, result["default_s"] * 1e3,
+                result["default_s"] / result["fused_s"])
+    return result
 
 
 def bench_model(args) -> dict:

@@ -100,10 +100,10 @@ def test_short_training_lifts_held_out_ap50_far_above_untrained(tmp_path, quicks
     cfg = quickstart.build_config(str(quickstart.DEFAULT_CONFIG), str(tmp_path / "untrained"),
                                   str(out / "data" / quickstart.DATA_SUBDIR))
     torch.manual_seed(cfg.SOLVER.SEED)
-    with quickstart.local_bert_support(cfg):
-        model = build_detection_model(cfg)
+    model = build_detection_model(cfg)
     untrained = quickstart.evaluate_model(cfg, model, str(tmp_path / "untrained"),
                                           str(out / "data" / quickstart.DATA_SUBDIR / "test" / "detection.json"))
-    # Measured (2 shared cores, 6 min): AP50 all/seen/unseen 10.7/9.6/14.0 trained vs 0.0/0.0/0.0 untrained.
+    # 300 iterations mostly teach where the shapes are (the names follow after ~1000); the untrained model's
+    # boxes are random, so its AP50 is ~0.
     assert trained["AP50_all"] >= 2 * untrained["AP50_all"] + 5.0, (trained, untrained)
     assert trained["AP50_seen"] > untrained["AP50_seen"] and trained["AP50_unseen"] > untrained["AP50_unseen"]
