@@ -1,4 +1,10 @@
 """Shrinking GLIP for fast tests."""
+import importlib
+import sys
+
+# Modules that bind `load_bert_config` by name at import: each is imported first, then patched as well, so the
+# patch neither misses them nor outlives the test in a module first imported while it was active.
+_BINDERS = ("glip.modeling.language", "glip.modeling.language.bert", "glip.modeling.head.bert_layer")
 
 
 def tiny_bert(monkeypatch):
@@ -16,4 +22,8 @@ def tiny_bert(monkeypatch):
         config.intermediate_size = 128
         return config
 
-    monkeypatch.setattr(bert, "load_bert_config", small_config)
+    for name in _BINDERS:
+        importlib.import_module(name)
+    for name, module in list(sys.modules.items()):
+        if name.startswith("glip.") and getattr(module, "load_bert_config", None) is original:
+            monkeypatch.setattr(module, "load_bert_config", small_config)
