@@ -33,19 +33,10 @@ import torch.distributed as dist
 torch.set_num_threads(1)
 torch.nn.functional.dropout = lambda input, *args, **kwargs: input
 torch.nn.Dropout.forward = lambda self, input: input
-from glip.modeling.language import bert
+sys.path.insert(0, os.path.join(os.environ["GLIP_REPO"], "tests"))
+from helpers.tiny import tiny_bert_for_process
 
-_original = bert.load_bert_config
-
-
-def _small_config(*args, **kwargs):
-    config = _original(*args, **kwargs)
-    config.num_hidden_layers = 1
-    config.intermediate_size = 128
-    return config
-
-
-bert.load_bert_config = _small_config
+tiny_bert_for_process()
 
 from glip.config import cfg as default_cfg
 from glip.engine import checkpointer as checkpointer_module

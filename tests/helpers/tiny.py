@@ -27,3 +27,16 @@ def tiny_bert(monkeypatch):
     for name, module in list(sys.modules.items()):
         if name.startswith("glip.") and getattr(module, "load_bert_config", None) is original:
             monkeypatch.setattr(module, "load_bert_config", small_config)
+
+
+class _ProcessPatch:
+    """The `setattr` half of pytest's monkeypatch, for worker processes that keep the patch until they exit."""
+
+    @staticmethod
+    def setattr(target, name, value):
+        setattr(target, name, value)
+
+
+def tiny_bert_for_process():
+    """`tiny_bert` for a whole (worker) process."""
+    tiny_bert(_ProcessPatch())
