@@ -17,8 +17,8 @@
 
 Pretrained BERT (decision): the reference builds BERT from the HuggingFace weights and lets ``MODEL.WEIGHT``
 overwrite them. Here the model is built from the BERT config only; when the run does not resume and
-``MODEL.WEIGHT`` is not a full GLIP checkpoint (a Swin ImageNet file, or no file), the HF ``bert-base-uncased``
-weights are loaded into ``language_backbone.body.model`` from a local folder or the local HF cache (or the hub
+``MODEL.WEIGHT`` is not a full GLIP checkpoint (a Swin ImageNet file, or no file), the HF weights of
+``MODEL.LANGUAGE_BACKBONE.MODEL_TYPE`` are loaded into ``language_backbone.body.model`` from a local folder or the local HF cache (or the hub
 when online). When they cannot be found the run stops with an error, unless ``pretrained_language=False``
 (random BERT, e.g. tiny test models) is passed.
 """
@@ -78,9 +78,12 @@ def wrap_distributed(cfg, model: torch.nn.Module, local_rank: int, device: torch
 
 
 def load_pretrained_language(model: torch.nn.Module, name_or_path: str):
-    """Copy the HuggingFace BERT weights of ``name_or_path`` into ``model.language_backbone.body.model``.
+    """Copy the HuggingFace BERT weights of ``name_or_path`` (hub id, local folder, or a model shipped in an
+    installed package such as ``sentence-transformers/all-MiniLM-L6-v2``) into
+    ``model.language_backbone.body.model``.
 
-    Raises FileNotFoundError when no weights can be found (offline and not in the local cache).
+    Raises FileNotFoundError when no weights can be found (offline, no package, not in the local cache), and
+    ValueError when the file lacks weights of the model's BERT.
     """
     from transformers import BertModel
 
@@ -90,6 +93,9 @@ def load_pretrained_language(model: torch.nn.Module, name_or_path: str):
     bert = unwrap_model(model).language_backbone.body.model
     pretrained = BertModel.from_pretrained(source, add_pooling_layer=False)
     result = bert.load_state_dict(pretrained.state_dict(), strict=False)
+    if result.missing_keys:
+        raise ValueError("the pretrained weights of {} lack {} of the language backbone".format(
+            name_or_path, list(result.missing_keys)))
     logger.info("Loaded pretrained %s into the language backbone (missing %s, unexpected %s)", name_or_path,
                 list(result.missing_keys), list(result.unexpected_keys))
 
