@@ -1,12 +1,17 @@
 """Quickstart: train and evaluate a small GLIP on a generated grounding dataset, on a CPU, in minutes.
 
-    python tools/quickstart.py [--output-dir OUTPUT/quickstart] [KEY VALUE ...]
+    python tools/quickstart.py [--output-dir OUTPUT/quickstart] [--threads N] [--minutes M] [KEY VALUE ...]
 
 Steps: generate the coloured-shapes data (``glip.data.datasets.synthetic``) -> train the model of
-``configs/quickstart/glip_tiny_shapes.yaml`` through the trainer of ``tools/train_net.py`` (``glip.engine.run.train``)
--> evaluate on the held-out split with the COCO evaluation (pycocotools), AP50 separately on colour-shape
-combinations seen in training and on the never-seen ones -> draw the demo's boxes and phrases on a held-out image.
-It ends with a table and the line ``quickstart: AP50_seen=<x> AP50_unseen=<y> minutes=<m>``.
+``configs/quickstart/glip_tiny_shapes.yaml`` (pretrained all-MiniLM-L6-v2 text encoder) through the trainer of
+``tools/train_net.py`` (``glip.engine.run.train``) -> evaluate on the held-out split with the COCO evaluation
+(pycocotools), AP50 separately on colour-shape combinations seen in training and on the never-seen ones -> draw
+the demo's boxes and phrases on a held-out image. It ends with a table (AP and minutes per phase), the commands
+to run next, and the line ``quickstart: AP50_seen=<x> AP50_unseen=<y> minutes=<m>``.
+
+``--minutes M`` fits the run into M minutes: a few training iterations are timed first and ``SOLVER.MAX_ITER`` is
+cut (the LR steps, fractions of it, follow) so that data + training + evaluation + demo end in time; what was cut
+is logged and printed.
 
 ``--output-dir`` receives ``data/synthetic_shapes`` (images + COCO / MDETR json), ``train/`` (log.txt, config.yml,
 model_final.pth, tensorboard events), ``eval/`` (bbox.json, bbox.csv, ...), ``demo.png`` and ``results.json``.
@@ -29,7 +34,10 @@ logger = logging.getLogger("glip.tools.quickstart")
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO / "configs" / "quickstart" / "glip_tiny_shapes.yaml"
+SCRATCH_CONFIG = REPO / "configs" / "quickstart" / "glip_tiny_shapes_scratch.yaml"  # 2-layer BERT from random
 DATA_SUBDIR = "synthetic_shapes"
+# Evaluation + demo time per held-out image, in training iterations (measured on 2 cores; see fit_budget).
+EVAL_ITERATIONS_PER_IMAGE = 0.5
 
 
 def _names(text: str) -> list:
@@ -50,6 +58,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="comma-separated object shapes (default: all of glip.data.datasets.synthetic.SHAPES)")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch intra-op threads (0: torch's default); 1 is much faster on a busy shared machine")
+    parser.add_argument("--minutes", type=float, default=0.0,
+                        help="time budget of the whole run in minutes (0: the config's schedule as it is); the "
+                             "training iterations are cut to fit, measured on this machine now")
     parser.add_argument("--demo-threshold", type=float, default=0.35,
                         help="score threshold of the demo drawing (a correct name scores ~0.35-0.5 after training)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="config overrides KEY VALUE ...")
@@ -109,12 +120,78 @@ def generate_data(args, data_root: str) -> dict:
                                       image_size=(args.image_size, args.image_size), colours=colours, shapes=shapes)
 
 
+def has_language_weights(model_type: str) -> bool:
+    """Whether MODEL_TYPE resolves to pretrained weights (the MiniLM package folder) or only to a config (the
+    from-scratch BERT of ``glip/assets/bert-tiny-uncased``)."""
+    from glip.modeling.language.pretrained import WEIGHT_FILES, resolve_pretrained
+
+    try:
+        resolve_pretrained(model_type, WEIGHT_FILES, what="BERT weights")
+    except FileNotFoundError:
+        return False
+    return True
+
+
 def train_model(cfg):
-    """Train with ``glip.engine.run.train`` (tensorboard on, random BERT: no pretrained text weights needed)."""
+    """Train with ``glip.engine.run.train`` (tensorboard on), starting the text encoder from its pretrained
+    weights when MODEL_TYPE has them, else from random weights."""
     from glip.engine.run import seed_everything, train
 
+    pretrained = has_language_weights(cfg.MODEL.LANGUAGE_BACKBONE.MODEL_TYPE)
+    logger.info("Text encoder %s: %s", cfg.MODEL.LANGUAGE_BACKBONE.MODEL_TYPE,
+                "pretrained weights" if pretrained else "no weights found, trained from random initialisation")
     seed_everything(cfg.SOLVER.SEED)
-    return train(cfg, use_tensorboard=True, pretrained_language=False)
+    return train(cfg, use_tensorboard=True, pretrained_language=pretrained)
+
+
+def measure_seconds_per_iteration(cfg, iterations: int = 6) -> float:
+    """Median seconds of one training iteration of ``cfg``'s model and data on this machine now, timed with the
+    trainer itself (``do_train``, nothing saved) on a throw-away model. Run before training is seeded."""
+    from glip.data.build import make_data_loader
+    from glip.engine.checkpointer import Checkpointer
+    from glip.engine.run import freeze_parts
+    from glip.engine.trainer import MetricLogger, do_train, train_options
+    from glip.modeling.detector import build_detection_model
+    from glip.solver.build import make_lr_scheduler, make_optimizer
+
+    probe = cfg.clone()
+    probe.defrost()
+    probe.SOLVER.MAX_ITER, probe.SOLVER.MAX_EPOCH = iterations, 0
+    model = build_detection_model(probe).to(probe.MODEL.DEVICE)
+    freeze_parts(probe, model)
+    loader = make_data_loader(probe, is_train=True, is_distributed=False, start_iter=0)
+    optimizer = make_optimizer(probe, model)
+    meters = MetricLogger()
+    do_train(model, loader, optimizer, make_lr_scheduler(probe, optimizer), Checkpointer(model, save_dir=""),
+             torch_device(probe), 10 ** 9, {"iteration": 0}, cfg=probe, meters=meters, max_iter=iterations,
+             options=train_options(probe))
+    return float(meters.time.median)
+
+
+def torch_device(cfg):
+    import torch
+
+    return torch.device(cfg.MODEL.DEVICE)
+
+
+def plan_iterations(max_iter: int, seconds_per_iter: float, budget_minutes: float, spent_minutes: float,
+                    eval_minutes: float, min_iter: int = 50):
+    """Training iterations that fit ``budget_minutes``: what is left after ``spent_minutes`` (data, timing) and
+    the expected ``eval_minutes`` (evaluation + demo), divided by ``seconds_per_iter``; never more than the
+    config's ``max_iter`` nor fewer than ``min_iter``. Returns ``(iterations, note)``, ``note`` saying what was cut
+    (empty when nothing was)."""
+    left_seconds = (budget_minutes - spent_minutes - eval_minutes) * 60
+    fits = int(left_seconds / seconds_per_iter + 1e-6) if seconds_per_iter > 0 else max_iter
+    iterations = max(min_iter, min(max_iter, fits))
+    if iterations >= max_iter:
+        return max_iter, ""
+    note = ("--minutes {:g}: training cut from {} to {} iterations ({:.2f} s per iteration measured now; "
+            "{:.1f} min spent, {:.1f} min kept for evaluation and demo); the LR steps scale with it and AP is "
+            "lower than with the full schedule".format(budget_minutes, max_iter, iterations, seconds_per_iter,
+                                                      spent_minutes, eval_minutes))
+    if iterations > fits:
+        note += "; even {} iterations (the minimum) do not fit the budget".format(min_iter)
+    return iterations, note
 
 
 def ap50_by_split(gt_file: str, results_file: str) -> dict:
@@ -162,7 +239,7 @@ def draw_demo(cfg, model, meta: dict, output_path: str, threshold: float) -> lis
     """Run ``GLIPDemo`` with every category name as the prompt on the held-out image with the most objects that
     mixes seen and unseen combinations, keep the best phrase per object (class-agnostic NMS at IoU 0.5: each box
     gets a score for every name sharing a word with its own), draw boxes and phrases and save the PNG. Returns
-    ``[(phrase, score), ...]`` drawn."""
+    ``([(phrase, score), ...] drawn, the image's path)``."""
     import numpy as np
     from PIL import Image
 
@@ -180,7 +257,8 @@ def draw_demo(cfg, model, meta: dict, output_path: str, threshold: float) -> lis
                                    unseen + (ann["category_id"] in unseen_ids))
     image_id = max(sorted(counts), key=lambda i: (min(counts[i]) > 0, sum(counts[i]), counts[i][1]))
     record = next(im for im in test["images"] if im["id"] == image_id)
-    rgb = Image.open(os.path.join(meta["test"]["images"], record["file_name"])).convert("RGB")
+    image_path = os.path.join(meta["test"]["images"], record["file_name"])
+    rgb = Image.open(image_path).convert("RGB")
     names = [c["name"] for c in test["categories"]]
 
     demo = GLIPDemo(cfg, confidence_threshold=threshold, load_model=False, model=model)
@@ -191,7 +269,7 @@ def draw_demo(cfg, model, meta: dict, output_path: str, threshold: float) -> lis
     drawn = draw_detections(rgb.resize((rgb.width * scale, rgb.height * scale)), predictions.bbox * scale,
                             predictions.get_field("labels"), predictions.get_field("scores"), labels)
     drawn.save(output_path)
-    return list(zip(labels, [round(float(s), 3) for s in predictions.get_field("scores")]))
+    return list(zip(labels, [round(float(s), 3) for s in predictions.get_field("scores")])), image_path
 
 
 def format_table(meta: dict, metrics: dict, minutes: dict) -> str:
@@ -208,6 +286,37 @@ def format_table(meta: dict, metrics: dict, minutes: dict) -> str:
     lines.append("unseen: " + ", ".join(meta["unseen"]))
     lines.append("minutes: " + ", ".join("{} {:.1f}".format(k, v) for k, v in minutes.items()))
     return "\n".join(lines)
+
+
+def next_steps(output_dir: str, image: str, caption: str) -> str:
+    """What to run next on the trained model: the demo with any caption and the evaluation command."""
+    train_dir = os.path.join(output_dir, "train")
+    model = "--config-file {} --weight {}".format(os.path.join(train_dir, "config.yml"),
+                                                   os.path.join(train_dir, "model_final.pth"))
+    return "\n".join([
+        "next: the demo on your trained model, with any caption (or --categories 'red triangle,blue circle'):",
+        "  python tools/demo.py {} --image {} --min-image-size 160 --threshold 0.3 --caption \"{}\" "
+        "--output {}".format(model, image, caption, os.path.join(output_dir, "demo_custom")),
+        "next: the COCO evaluation of the held-out split (AP over all 16 names):",
+        "  python tools/test_grounding_net.py {} OUTPUT_DIR {}".format(model, os.path.join(output_dir, "test_net")),
+    ])
+
+
+def fit_budget(args, cfg, meta: dict, spent_minutes: float) -> str:
+    """With ``--minutes``: time a few iterations and cut ``cfg.SOLVER.MAX_ITER`` to the budget (see
+    :func:`plan_iterations`). Returns the note of what was cut (empty: nothing)."""
+    if args.minutes <= 0:
+        return ""
+    seconds = measure_seconds_per_iteration(cfg)
+    eval_minutes = EVAL_ITERATIONS_PER_IMAGE * meta["num_test"] * seconds / 60
+    iterations, note = plan_iterations(cfg.SOLVER.MAX_ITER, seconds, args.minutes, spent_minutes, eval_minutes)
+    cfg.SOLVER.MAX_ITER = iterations
+    if note:
+        logger.warning(note)
+    else:
+        logger.info("--minutes %g: the full schedule (%d iterations at %.2f s) fits", args.minutes, iterations,
+                    seconds)
+    return note
 
 
 def run(argv=None) -> int:
@@ -231,6 +340,10 @@ def run(argv=None) -> int:
     minutes = {}
     meta = generate_data(args, data_root)
     minutes["data"] = (time.time() - start) / 60
+    t = time.time()
+    cut = fit_budget(args, cfg, meta, minutes["data"])
+    if args.minutes > 0:
+        minutes["timing"] = (time.time() - t) / 60
     cfg.freeze()
     cli.save_config(cfg, os.path.join(cfg.OUTPUT_DIR, "config.yml"))
     logger.info("Training %s for %d iterations; tensorboard log in %s", args.config_file, cfg.SOLVER.MAX_ITER,
@@ -243,15 +356,18 @@ def run(argv=None) -> int:
     metrics = evaluate_model(cfg, model, os.path.join(output_dir, "eval"), meta["test"]["detection"])
     minutes["eval"] = (time.time() - t) / 60
     t = time.time()
-    drawn = draw_demo(cfg, model, meta, os.path.join(output_dir, "demo.png"), args.demo_threshold)
+    drawn, image = draw_demo(cfg, model, meta, os.path.join(output_dir, "demo.png"), args.demo_threshold)
     minutes["demo"] = (time.time() - t) / 60
     total = (time.time() - start) / 60
     minutes["total"] = total
     with open(os.path.join(output_dir, "results.json"), "w") as f:
-        json.dump({"metrics": metrics, "minutes": minutes, "demo": drawn, "seen": meta["seen"],
-                   "unseen": meta["unseen"]}, f, indent=1)
+        json.dump({"metrics": metrics, "minutes": minutes, "iterations": cfg.SOLVER.MAX_ITER, "cut": cut,
+                   "demo": drawn, "seen": meta["seen"], "unseen": meta["unseen"]}, f, indent=1)
     logger.info("Demo drawn to %s: %s", os.path.join(output_dir, "demo.png"), drawn)
     print(format_table(meta, metrics, minutes))
+    if cut:
+        print(cut)
+    print(next_steps(output_dir, image, "a {} and a {}".format(*meta["unseen"][:2])))
     print("quickstart: AP50_seen={:.1f} AP50_unseen={:.1f} minutes={:.1f}".format(
         metrics["AP50_seen"], metrics["AP50_unseen"], total))
     return 0

@@ -157,3 +157,11 @@ def test_seed_everything_repeats_all_generators():
     run.seed_everything(5)
     second = (torch.rand(2), np.random.rand(), random.random())
     assert torch.equal(first[0], second[0]) and first[1:] == second[1:]
+
+
+def test_pretrained_bert_lacking_weights_of_the_model_is_an_error(tmp_path):
+    config = BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=0, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=20)
+    BertModel(config, add_pooling_layer=False).save_pretrained(tmp_path / "shallow")  # no encoder layer 0
+    with pytest.raises(ValueError, match="encoder.layer.0"):
+        run.load_pretrained_language(FakeGlip(), str(tmp_path / "shallow"))

