@@ -98,7 +98,12 @@ def test_the_small_model_is_built_around_the_minilm(tmp_path, quickstart):
     embed = cfg.MODEL.DYHEAD.FUSE_CONFIG.ATTN_EMBED_DIM
     assert state["rpn.head.dyhead_tower.0.b_attn.attn.l_proj.weight"].shape == (embed, 384)
     assert state["rpn.head.dyhead_tower.0.b_attn.attn.v_proj.weight"].shape == (embed, 64)
-    assert state["rpn.head.dyhead_tower.1.attention.self.query.weight"].shape == (384, 384)
+    # boxes are scored against the encoder's own token features: no text layer in the head's single block
+    assert not cfg.MODEL.DYHEAD.FUSE_CONFIG.USE_FUSED_FEATURES_DOT_PRODUCT
+    assert not any(k.startswith("rpn.head.dyhead_tower.1.") for k in state)
+    assert state["rpn.head.dot_product_projection_text.weight"].shape[1] == 384
+    assert cfg.MODEL.LANGUAGE_BACKBONE.FREEZE
+    assert not any(p.requires_grad for p in model.language_backbone.parameters())
     assert state["backbone.body.patch_embed.proj.weight"].shape == (32, 3, 4, 4)
     assert not any(k.startswith("rpn.head.dyhead_tower.3.") for k in state)  # one fusion block
 
