@@ -10,7 +10,7 @@ Usage (the reference's command line):
 seed) is one run in ``OUTPUT_DIR/ft_task_<i>[_seed_<s>]``. ``SHOT_EPOCH_COPY``: N-shot sampling per class
 (``DATASETS.FEW_SHOT``, 0 = all data; with ``--use_prepared_data`` the task's ``train_<N>_<seed>`` few-shot
 file), epochs, dataset copies. ``SOLVER.TUNING_HIGHLEVEL_OVERRIDE``: full, linear_prob, language_prompt_v1..v4
-(see ``glip/config/tuning.py``). The per-run loop is ``glip.engine.finetune``.
+(the policies: ``glip/modeling/freezing.py``). The per-run loop is ``glip.engine.finetune``.
 
 Custom COCO-format dataset (one task file, e.g. ``mytask.yaml``)::
 

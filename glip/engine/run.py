@@ -3,8 +3,9 @@
 :func:`train` does what the reference's ``train()`` of both tools does, in this order:
 
 1. build the model (``build_detection_model``), move it to ``MODEL.DEVICE``, reset BN statistics
-   (``MODEL.BACKBONE.RESET_BN``), apply the freeze flags (``MODEL.{BACKBONE,LANGUAGE_BACKBONE,FPN,RPN}.FREEZE``)
-   and the caller's ``prepare_model`` hook (finetune: its tuning modes);
+   (``MODEL.BACKBONE.RESET_BN``), give it its freeze policy (``glip.modeling.freezing``; by default the config's
+   flags as ``train_net.py`` applies them, finetune passes its own) and run the caller's ``prepare_model``
+   hook (finetune: the prompt-tuning transformation);
 2. the training loader with ``start_iter=0`` (this sets ``SOLVER.MAX_ITER`` from ``SOLVER.MAX_EPOCH``), and the
    validation loader when ``TEST.DURING_TRAINING`` or ``SOLVER.USE_AUTOSTEP``;
 3. optimizer and schedule (``make_optimizer`` / ``make_lr_scheduler``), then DDP when ``distributed``
@@ -30,6 +31,7 @@ from typing import Callable, Optional
 import torch
 
 from glip.engine.ema import ModelEma, unwrap_model
+from glip.modeling.freezing import FreezePolicy, train_net_policy
 from glip.utils.comm import get_rank, is_main_process, synchronize
 
 logger = logging.getLogger("glip.engine.run")
@@ -51,22 +53,6 @@ def reset_bn_statistics(model: torch.nn.Module):
             torch.nn.init.constant_(buf, 0)
         if "running_var" in name:
             torch.nn.init.constant_(buf, 1)
-
-
-def freeze_parts(cfg, model: torch.nn.Module):
-    """Turn off the gradients of the parts the config freezes (the model also does this when built)."""
-    frozen = []
-    if cfg.MODEL.BACKBONE.FREEZE:
-        frozen.append(model.backbone.body)
-    if cfg.MODEL.LANGUAGE_BACKBONE.FREEZE:
-        frozen.append(model.language_backbone.body)
-    if cfg.MODEL.FPN.FREEZE:
-        frozen.append(model.backbone.fpn)
-    if cfg.MODEL.RPN.FREEZE:
-        frozen.append(model.rpn)
-    for module in frozen:
-        for p in module.parameters():
-            p.requires_grad = False
 
 
 def wrap_distributed(cfg, model: torch.nn.Module, local_rank: int, device: torch.device) -> torch.nn.Module:
@@ -176,15 +162,17 @@ def make_tensorboard_writer(log_dir: str):
 
 def train(cfg, local_rank: int = 0, distributed: bool = False, use_tensorboard: bool = False,
           skip_optimizer_resume: bool = False, prepare_model: Optional[Callable] = None,
-          pretrained_language: bool = True, val_fn: Optional[Callable] = None):
+          pretrained_language: bool = True, val_fn: Optional[Callable] = None,
+          freeze_policy: Optional[FreezePolicy] = None):
     """Train the model ``cfg`` describes and return it (DDP-wrapped when ``distributed``).
 
     ``cfg``: the merged config (frozen or not; ``SOLVER.MAX_ITER`` is set from ``MAX_EPOCH`` by the loader).
     ``local_rank``: GPU index of this process (ignored on CPU). ``distributed``: the process group is already
     initialised (``glip.utils.cli.init_distributed``). ``use_tensorboard``: scalars to ``OUTPUT_DIR`` (rank 0).
     ``skip_optimizer_resume``: on resume, restore the weights but not optimizer / scheduler.
-    ``prepare_model(cfg, model)``: called on the unwrapped model before the optimizer is built (e.g. the
-    finetune tuning modes setting ``requires_grad``). ``pretrained_language``: see the module docstring.
+    ``freeze_policy``: which parameters train (default ``train_net_policy(cfg)``); set on the model before the
+    optimizer is built. ``prepare_model(cfg, model) -> model``: then transforms the unwrapped model (finetune:
+    the language cache of prompt tuning). ``pretrained_language``: see the module docstring.
     ``val_fn(model, iteration) -> float``: evaluation during training; default: inference on the validation
     loader when ``TEST.DURING_TRAINING`` or ``SOLVER.USE_AUTOSTEP``.
     Only rank 0 writes checkpoints (``OUTPUT_DIR/model_XXXXXXX.pth``, ``model_final.pth``, ``last_checkpoint``).
@@ -207,9 +195,11 @@ def train(cfg, local_rank: int = 0, distributed: bool = False, use_tensorboard: 
     data_loader_val = None
     if val_fn is None and (cfg.TEST.DURING_TRAINING or cfg.SOLVER.USE_AUTOSTEP):
         data_loader_val = make_data_loader(cfg, is_train=False, is_distributed=distributed)[0]
-    freeze_parts(cfg, model)
+    trainable = model.set_freeze_policy(train_net_policy(cfg) if freeze_policy is None else freeze_policy)
+    logger.info("%d parameter tensors train, %d are frozen", len(trainable),
+                sum(1 for _ in model.parameters()) - len(trainable))
     if prepare_model is not None:
-        prepare_model(cfg, model)
+        model = prepare_model(cfg, model)
 
     optimizer = make_optimizer(cfg, model)
     scheduler = make_lr_scheduler(cfg, optimizer)

@@ -19,7 +19,7 @@ from typing import Callable, Optional
 import torch
 
 from glip.engine.amp import autocast, make_grad_scaler, resolve_amp_dtype
-from glip.engine.ema import ModelEma, unwrap_model
+from glip.engine.ema import ModelEma
 from glip.utils.comm import all_gather, is_main_process, reduce_dict, reduce_sum
 
 logger = logging.getLogger("glip.trainer")
@@ -44,7 +44,6 @@ class TrainOptions:
     ema_decay: float = 0.0
     skip_nonfinite: bool = False
     max_neg_per_batch: Optional[float] = None
-    freeze_language_backbone: bool = False
     log_period: int = 20
     max_epoch: int = 0
     checkpoint_per_epoch: float = -1.0
@@ -62,7 +61,7 @@ def train_options(cfg) -> TrainOptions:
     return TrainOptions(
         use_amp=solver.USE_AMP, amp_dtype=amp_dtype, ema_decay=solver.MODEL_EMA,
         skip_nonfinite=bool(solver.get("SKIP_NONFINITE", False)), max_neg_per_batch=solver.MAX_NEG_PER_BATCH,
-        freeze_language_backbone=cfg.MODEL.LANGUAGE_BACKBONE.FREEZE, max_epoch=solver.MAX_EPOCH,
+        max_epoch=solver.MAX_EPOCH,
         checkpoint_per_epoch=solver.CHECKPOINT_PER_EPOCH, auto_terminate_patience=solver.AUTO_TERMINATE_PATIENCE,
         use_autostep=solver.USE_AUTOSTEP, use_ema_for_monitor=solver.USE_EMA_FOR_MONITOR,
         weight_decay_schedule=solver.WEIGHT_DECAY_SCHEDULE,
@@ -215,7 +214,7 @@ def do_train(model, data_loader, optimizer, scheduler, checkpointer, device, che
     main_process = is_main_process()
 
     logger.info("Start training at iteration %d of %d", start_iter, max_iter)
-    model.train()
+    model.train()  # the model's freeze policy keeps its frozen parts (e.g. a frozen BERT) in eval mode
     start_training_time = end = time.time()
     iteration = start_iter
     for iteration, batch in enumerate(data_loader, start_iter):
@@ -227,8 +226,6 @@ def do_train(model, data_loader, optimizer, scheduler, checkpointer, device, che
         data_time = time.time() - end
         iteration += 1
         arguments["iteration"] = iteration
-        if opts.freeze_language_backbone:
-            unwrap_model(model).language_backbone.eval()
 
         with autocast(device, amp_dtype):
             loss_dict = _forward(model, images, targets, positive_map, device)

@@ -9,13 +9,10 @@ from typing import List, Optional
 import torch
 from torch import nn
 
+from glip.modeling.freezing import FreezePolicy, apply_freeze_policy, keep_frozen_in_eval, policy_from_config
 from glip.structures.image_list import to_image_list
 
 logger = logging.getLogger(__name__)
-
-# Parameters that stay trainable under MODEL.LINEAR_PROB (the predictors and the token-scoring head).
-LINEAR_PROB_TRAINABLE = ("bbox_pred", "cls_logits", "centerness", "cosine_scale", "dot_product_projection_text",
-                         "head.log_scale", "head.bias_lang", "head.bias0")
 
 
 class GeneralizedVLRCNN(nn.Module):
@@ -27,17 +24,15 @@ class GeneralizedVLRCNN(nn.Module):
         tokenizer: a HuggingFace tokenizer (bert-base-uncased WordPiece).
         rpn: the `VLDyHeadModule`.
         max_query_len: text length (256); captions are padded to it when `pad_max`.
-        freeze_*: keep these parts frozen (eval mode, no gradients) whatever `train()` says.
-        linear_prob: only the predictors train (MODEL.LINEAR_PROB).
+        freeze_policy: which parameters train and which parts stay in eval mode whatever `train()` says
+            (`glip.modeling.freezing`; default: everything trains except the unused `rpn.head.cls_logits`).
         one_hot_classes: DATASETS.ONE_HOT: the text mask keeps exactly the first N positions.
         mask_special: MASK_SPECIAL: special tokens are masked out of the text.
     """
 
     def __init__(self, backbone: nn.Module, language_backbone: nn.Module, tokenizer, rpn: nn.Module,
-                 max_query_len: int = 256, pad_max: bool = True, freeze_backbone: bool = False,
-                 freeze_fpn: bool = False, freeze_rpn: bool = False, freeze_language_backbone: bool = False,
-                 linear_prob: bool = False, freeze_cls_logits: bool = True, one_hot_classes: int = 0,
-                 mask_special: bool = False):
+                 max_query_len: int = 256, pad_max: bool = True, freeze_policy: Optional[FreezePolicy] = None,
+                 one_hot_classes: int = 0, mask_special: bool = False):
         super().__init__()
         self.backbone = backbone
         self.language_backbone = language_backbone
@@ -45,52 +40,29 @@ class GeneralizedVLRCNN(nn.Module):
         self.rpn = rpn
         self.max_query_len = max_query_len
         self.pad_max = pad_max
-        self.freeze_backbone = freeze_backbone
-        self.freeze_fpn = freeze_fpn
-        self.freeze_rpn = freeze_rpn
-        self.freeze_language_backbone = freeze_language_backbone
-        self.linear_prob = linear_prob
-        self.freeze_cls_logits = freeze_cls_logits
         self.one_hot_classes = one_hot_classes
         self.mask_special = mask_special
-        self._apply_freezing()
+        self.set_freeze_policy(FreezePolicy() if freeze_policy is None else freeze_policy)
 
-    def _apply_freezing(self):
-        def freeze(module):
-            for p in module.parameters():
-                p.requires_grad = False
+    @property
+    def freeze_language_backbone(self) -> bool:
+        """The language backbone is frozen: `encode_text` runs it without gradients."""
+        return self.freeze_policy.freeze_language
 
-        if self.freeze_backbone:
-            freeze(self.backbone.body)
-        if self.freeze_fpn:
-            freeze(self.backbone.fpn)
-        if self.freeze_rpn:
-            freeze(self.rpn)
-        if self.linear_prob:
-            for name, p in self.rpn.named_parameters():
-                if not any(key in name for key in LINEAR_PROB_TRAINABLE):
-                    p.requires_grad = False
-        if self.freeze_cls_logits and hasattr(self.rpn.head, "cls_logits"):
-            freeze(self.rpn.head.cls_logits)
-        if getattr(self.rpn, "tunable_linear", None) is not None:
-            for p in self.rpn.tunable_linear.parameters():
-                p.requires_grad = True
-        if self.freeze_language_backbone:
-            freeze(self.language_backbone)
+    def set_freeze_policy(self, policy: FreezePolicy) -> List[str]:
+        """Adopt `policy`: `requires_grad` of every parameter now, frozen parts in eval mode at every `train()`.
+
+        Returns the names of the trainable parameters.
+        """
+        self.freeze_policy = policy
+        apply_freeze_policy(self, policy)
+        self.train(self.training)  # frozen parts to eval; Swin re-freezes its FREEZE_CONV_BODY_AT stages
+        return [name for name, p in self.named_parameters() if p.requires_grad]
 
     def train(self, mode: bool = True):
-        """Train mode that keeps frozen parts in eval mode (their normalisation and dropout stay fixed)."""
+        """Train mode that keeps the policy's frozen parts in eval mode (their normalisation and dropout fixed)."""
         super().train(mode)
-        if self.freeze_backbone:
-            self.backbone.body.eval()
-        if self.freeze_fpn:
-            self.backbone.fpn.eval()
-        if self.freeze_rpn:
-            self.rpn.head.eval()
-        if self.freeze_cls_logits and hasattr(self.rpn.head, "cls_logits"):
-            self.rpn.head.cls_logits.eval()
-        if self.freeze_language_backbone:
-            self.language_backbone.eval()
+        keep_frozen_in_eval(self, self.freeze_policy)
         return self
 
     def tokenize(self, captions: List[str], device) -> dict:
@@ -148,9 +120,7 @@ def build_detection_model(cfg) -> GeneralizedVLRCNN:
     arch = cfg.MODEL.META_ARCHITECTURE
     if arch != "GeneralizedVLRCNN":
         raise ValueError(f"MODEL.META_ARCHITECTURE {arch!r} is not supported (only 'GeneralizedVLRCNN')")
-    if cfg.MODEL.LINEAR_PROB and not (cfg.MODEL.BACKBONE.FREEZE and cfg.MODEL.FPN.FREEZE):
-        raise ValueError("MODEL.LINEAR_PROB needs MODEL.BACKBONE.FREEZE and MODEL.FPN.FREEZE set to True")
-    fuse = cfg.MODEL.DYHEAD.FUSE_CONFIG
+    freeze_policy = policy_from_config(cfg)  # first: refuses MODEL.LINEAR_PROB without a frozen backbone and FPN
     return GeneralizedVLRCNN(
         backbone=build_backbone(cfg),
         language_backbone=build_language_backbone(cfg),
@@ -158,12 +128,7 @@ def build_detection_model(cfg) -> GeneralizedVLRCNN:
         rpn=build_rpn(cfg),
         max_query_len=cfg.MODEL.LANGUAGE_BACKBONE.MAX_QUERY_LEN,
         pad_max=cfg.MODEL.LANGUAGE_BACKBONE.PAD_MAX,
-        freeze_backbone=cfg.MODEL.BACKBONE.FREEZE,
-        freeze_fpn=cfg.MODEL.FPN.FREEZE,
-        freeze_rpn=cfg.MODEL.RPN.FREEZE,
-        freeze_language_backbone=cfg.MODEL.LANGUAGE_BACKBONE.FREEZE,
-        linear_prob=cfg.MODEL.LINEAR_PROB,
-        freeze_cls_logits=fuse.USE_DOT_PRODUCT_TOKEN_LOSS,
+        freeze_policy=freeze_policy,
         one_hot_classes=cfg.MODEL.DYHEAD.NUM_CLASSES if cfg.DATASETS.ONE_HOT else 0,
         mask_special=cfg.MODEL.LANGUAGE_BACKBONE.MASK_SPECIAL,
     )

@@ -12,7 +12,9 @@ reference tools, so the official command lines work unchanged:
 * ``finetune``: config file, opts; each ``--ft-tasks`` file (comma separated globs) is merged
   into a copy, followed by the opts, the ``--custom_shot_and_epoch_and_general_copy`` and
   ``--shuffle_seeds`` settings, the opts once more, then ``OUTPUT_DIR/ft_task_<i>[_seed_<s>]``
-  and the ``SOLVER.TUNING_HIGHLEVEL_OVERRIDE`` expansion.
+  and the ``SOLVER.TUNING_HIGHLEVEL_OVERRIDE`` expansion (:func:`apply_tuning_highlevel_override`).
+
+This module is the tools' edge: the only place below ``tools/`` that writes into a config.
 """
 import argparse
 import glob
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 from typing import Iterator, List, Optional, Sequence
 
 from glip.config import cfg as default_cfg
-from glip.config.tuning import apply_tuning_highlevel_override
+from glip.modeling.freezing import TUNING_MODES
 from glip.utils.logger import setup_logger
 
 TOOLS = ("train_net", "test_grounding_net", "finetune")
@@ -260,6 +262,42 @@ def _apply_custom_shot(cfg, args) -> Optional[int]:
         if val_shot in (1, 3):
             cfg.DATASETS.GENERAL_COPY_TEST = 4
     return shot
+
+
+def apply_tuning_highlevel_override(cfg):
+    """Write the mode ``cfg.SOLVER.TUNING_HIGHLEVEL_OVERRIDE`` (a :data:`glip.modeling.freezing.TUNING_MODES`
+    policy) into the individual freeze flags of ``cfg`` (mutable), as the reference's ``finetune.py`` does.
+
+    The model build reads only those flags (``policy_from_config``), and the run log reports them. ``None``
+    or an unknown mode leaves ``cfg`` untouched (as the reference). ``linear_prob`` also turns off gradient
+    checkpointing of the head. Returns ``cfg``.
+    """
+    mode = cfg.SOLVER.TUNING_HIGHLEVEL_OVERRIDE
+    if mode not in TUNING_MODES:
+        return cfg
+    policy = TUNING_MODES[mode]
+    cfg.MODEL.BACKBONE.FREEZE = policy.freeze_backbone
+    cfg.MODEL.FPN.FREEZE = policy.freeze_fpn
+    cfg.MODEL.RPN.FREEZE = policy.freeze_rpn
+    cfg.MODEL.LINEAR_PROB = policy.linear_prob
+    cfg.MODEL.DYHEAD.FUSE_CONFIG.ADD_LINEAR_LAYER = policy.add_linear_layer
+    cfg.MODEL.LANGUAGE_BACKBONE.FREEZE = policy.freeze_language
+    if mode == "linear_prob":
+        cfg.MODEL.DYHEAD.USE_CHECKPOINT = False
+    return cfg
+
+
+def freeze_options_summary(cfg) -> str:
+    """One line per freeze-related option, for the run log (the reference's ``report_freeze_options``)."""
+    return "\n".join([
+        "Backbone Freeze: {}".format(cfg.MODEL.BACKBONE.FREEZE),
+        "FPN Freeze: {}".format(cfg.MODEL.FPN.FREEZE),
+        "RPN Freeze: {}".format(cfg.MODEL.RPN.FREEZE),
+        "Linear Probe: {}".format(cfg.MODEL.LINEAR_PROB),
+        "Language Freeze: {}".format(cfg.MODEL.LANGUAGE_BACKBONE.FREEZE),
+        "Linear Layer (prompt tuning): {}".format(cfg.MODEL.DYHEAD.FUSE_CONFIG.ADD_LINEAR_LAYER),
+        "High Level Override: {}".format(cfg.SOLVER.TUNING_HIGHLEVEL_OVERRIDE),
+    ])
 
 
 def save_config(cfg, path: str):

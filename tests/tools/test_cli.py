@@ -169,3 +169,45 @@ def test_save_config_round_trips(tmp_path):
     reloaded = cli.base_config()
     reloaded.merge_from_file(str(tmp_path / "sub" / "config.yml"))
     assert yaml.safe_load(reloaded.dump()) == yaml.safe_load(c.dump())
+
+
+# --- SOLVER.TUNING_HIGHLEVEL_OVERRIDE expansion into the individual freeze flags ---
+
+# mode -> (backbone, fpn, rpn, linear_prob, add_linear_layer, language) frozen/on, from the reference tool.
+TUNING_FLAGS = {
+    "full": (False, False, False, False, False, False),
+    "linear_prob": (True, True, False, True, False, True),
+    "language_prompt_v1": (True, True, True, False, False, False),
+    "language_prompt_v2": (True, True, True, False, True, True),
+    "language_prompt_v3": (True, True, True, True, False, False),
+    "language_prompt_v4": (True, True, True, True, True, True),
+}
+
+
+def _freeze_flags(c):
+    return (c.MODEL.BACKBONE.FREEZE, c.MODEL.FPN.FREEZE, c.MODEL.RPN.FREEZE, c.MODEL.LINEAR_PROB,
+            c.MODEL.DYHEAD.FUSE_CONFIG.ADD_LINEAR_LAYER, c.MODEL.LANGUAGE_BACKBONE.FREEZE)
+
+
+@pytest.mark.parametrize("mode", sorted(TUNING_FLAGS))
+def test_tuning_mode_sets_the_freeze_flags(mode):
+    c = cli.base_config()
+    # Start from the opposite of every expected flag so each one must be written.
+    c.MODEL.BACKBONE.FREEZE, c.MODEL.FPN.FREEZE, c.MODEL.RPN.FREEZE = [not f for f in TUNING_FLAGS[mode][:3]]
+    c.MODEL.LINEAR_PROB = not TUNING_FLAGS[mode][3]
+    c.MODEL.DYHEAD.FUSE_CONFIG.ADD_LINEAR_LAYER = not TUNING_FLAGS[mode][4]
+    c.MODEL.LANGUAGE_BACKBONE.FREEZE = not TUNING_FLAGS[mode][5]
+    c.MODEL.DYHEAD.USE_CHECKPOINT = True
+    c.merge_from_list(["SOLVER.TUNING_HIGHLEVEL_OVERRIDE", mode])
+    assert cli.apply_tuning_highlevel_override(c) is c
+    assert _freeze_flags(c) == TUNING_FLAGS[mode]
+    assert c.MODEL.DYHEAD.USE_CHECKPOINT is (mode != "linear_prob")
+    assert "High Level Override: {}".format(mode) in cli.freeze_options_summary(c)
+
+
+def test_no_tuning_mode_leaves_config_untouched():
+    c = cli.base_config()
+    c.MODEL.BACKBONE.FREEZE = True
+    before = c.dump()
+    cli.apply_tuning_highlevel_override(c)
+    assert c.dump() == before

@@ -36,11 +36,22 @@ class VLDyHeadModule(nn.Module):
         self.loss_weights = dict(loss_weights or {})
         self.use_classification_loss = use_classification_loss
         self.mlm_loss_coef = mlm_loss_coef
+        self.tunable_linear = None
         if add_linear_layer:
-            self.tunable_linear = nn.Linear(lang_dim, 1000, bias=False)
-            self.tunable_linear.weight.data.fill_(0.0)
-        else:
-            self.tunable_linear = None
+            self.add_prompt_offset(torch.zeros(1000, lang_dim))
+
+    def add_prompt_offset(self, weight: torch.Tensor) -> nn.Linear:
+        """Prompt tuning: the offset `tunable_linear` (created if missing) takes `weight` (1000, lang_dim).
+
+        Its first T rows are added to the (B, T, lang_dim) text features; the state-dict key is
+        `rpn.tunable_linear.weight`. Which parameters train is the freeze policy's business.
+        """
+        if self.tunable_linear is None:
+            self.tunable_linear = nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+            self.tunable_linear.to(device=weight.device, dtype=weight.dtype)
+        with torch.no_grad():
+            self.tunable_linear.weight.copy_(weight)
+        return self.tunable_linear
 
     def forward(self, images, features: List[torch.Tensor], targets=None, language: Optional[dict] = None,
                 positive_map=None, captions=None):
