@@ -39,17 +39,13 @@ def iou_types_of(cfg):
 
 
 def format_results(results):
-    """A text table: one line per dataset with its metrics (COCO, LVIS or Flickr results)."""
+    """A text table: one line per dataset with the metrics of its ``EvalResult``."""
     lines = []
     for name, result in results.items():
         if result is None:
             continue
-        if isinstance(result, tuple):  # COCO: (COCOResults, coco_results)
-            metrics = {"{}/{}".format(t, m): v for t, per in result[0].results.items() for m, v in per.items()}
-        else:
-            metrics = dict(result)
         cells = ", ".join("{}: {:.4f}".format(k, v) if isinstance(v, float) else "{}: {}".format(k, v)
-                          for k, v in metrics.items())
+                          for k, v in result.metrics.items())
         lines.append("{}: {}".format(name, cells))
     return "\n".join(lines)
 
@@ -57,7 +53,7 @@ def format_results(results):
 def evaluate(model, cfg, log_dir, distributed):
     """Run inference + evaluation of ``model`` on every dataset of ``cfg.DATASETS.TEST``.
 
-    Returns ``{dataset name: evaluation result}`` (results are None on ranks other than 0).
+    Returns ``{dataset name: EvalResult}`` (results are None on ranks other than 0).
     """
     from glip.data.build import make_data_loader
     from glip.engine.inference import inference

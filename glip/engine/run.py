@@ -26,13 +26,16 @@ when online). When they cannot be found the run stops with an error, unless ``pr
 import logging
 import os
 import random
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import torch
 
 from glip.engine.ema import ModelEma, unwrap_model
 from glip.modeling.freezing import FreezePolicy, train_net_policy
 from glip.utils.comm import get_rank, is_main_process, synchronize
+
+if TYPE_CHECKING:
+    from glip.evaluation import EvalResult
 
 logger = logging.getLogger("glip.engine.run")
 
@@ -118,24 +121,15 @@ def restart_loader_at(data_loader, iteration: int):
     batch_sampler.start_iter = iteration
 
 
-def eval_score(result) -> float:
-    """The number a validation result is monitored by: COCO bbox AP, else the first Recall@1 / AP entry."""
-    if result is None:
-        return 0.0
-    if isinstance(result, (tuple, list)) and result and hasattr(result[0], "results"):
-        return float(result[0].results["bbox"]["AP"])
-    if isinstance(result, dict):
-        for key in sorted(result):
-            if key.startswith("Recall@1_") or key in ("AP", "bbox/AP"):
-                return float(result[key])
-        values = [v for v in result.values() if isinstance(v, (int, float))]
-        return float(values[0]) if values else 0.0
-    return float(result) if isinstance(result, (int, float)) else 0.0
+def eval_score(result: Optional["EvalResult"]) -> float:
+    """The number a validation ``EvalResult`` is monitored by: its primary metric (COCO ``bbox/AP``, LVIS ``AP``,
+    Flickr30k ``Recall@1_all``); 0.0 for no result (ranks other than 0)."""
+    return 0.0 if result is None else result.score
 
 
 def make_val_fn(cfg, data_loader_val, device) -> Optional[Callable]:
     """``val_fn(model, iteration) -> score`` running ``glip.engine.inference.inference`` on ``data_loader_val``;
-    None when there is no loader. The score (rank 0; 0.0 elsewhere) is :func:`eval_score` of the result."""
+    None when there is no loader. The score (rank 0; 0.0 elsewhere) is :func:`eval_score` of the ``EvalResult``."""
     if data_loader_val is None:
         return None
     from glip.engine.inference import inference
@@ -233,7 +227,7 @@ def train(cfg, local_rank: int = 0, distributed: bool = False, use_tensorboard: 
 def run_test(cfg, model, distributed: bool = False, output_dir: Optional[str] = None) -> list:
     """Evaluate ``model`` on every ``DATASETS.TEST`` set (results under ``<output_dir>/inference/<name>``).
 
-    Returns the per-dataset results of ``glip.engine.inference.inference`` (None on ranks other than 0).
+    Returns the per-dataset ``EvalResult`` of ``glip.engine.inference.inference`` (None on ranks other than 0).
     """
     from glip.data.build import make_data_loader
     from glip.engine.inference import inference

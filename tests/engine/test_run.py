@@ -119,15 +119,30 @@ def test_restart_loader_at_skips_the_iterations_already_done():
         run.restart_loader_at(plain, 1)
 
 
-def test_eval_score_reads_coco_ap_flickr_recall_and_plain_numbers():
-    class CocoResults:
-        results = {"bbox": {"AP": 0.25, "AP50": 0.5}}
+def _legacy_pick(metrics):
+    """The rule the monitored number was guessed by before results were typed: the first key, in sorted order,
+    that starts with "Recall@1_" or is "AP" / "bbox/AP"."""
+    return next(key for key in sorted(metrics) if key.startswith("Recall@1_") or key in ("AP", "bbox/AP"))
 
-    assert run.eval_score((CocoResults(), [])) == 0.25
-    assert run.eval_score({"Recall@1_all": 0.6, "Recall@5_all": 0.8, "Upper_bound_all": 0.9}) == 0.6
-    assert run.eval_score({"AP": 0.3, "APr": 0.1}) == 0.3
+
+def test_eval_score_is_the_primary_metric_the_legacy_rule_picked():
+    from glip.evaluation import EVALUATORS, EvalResult
+
+    flickr_categories = ["all", "animals", "bodyparts", "clothing", "instruments", "notvisual", "other", "people",
+                         "scene", "vehicles"]
+    examples = {
+        "coco": ["bbox/AP", "bbox/AP50", "bbox/AP75", "bbox/APs", "bbox/APm", "bbox/APl"],
+        "lvis": ["AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf", "AR@-1", "ARs@-1", "ARm@-1",
+                 "ARl@-1"],
+        "flickr": ["{}_{}".format(k, c) for k in ("Recall@1", "Recall@5", "Recall@10", "Upper_bound")
+                   for c in flickr_categories],
+    }
+    for protocol, names in examples.items():
+        metrics = {name: 0.01 * (i + 1) for i, name in enumerate(names)}
+        result = EvalResult(protocol, metrics, EVALUATORS[protocol].primary_metric)
+        assert result.primary == _legacy_pick(metrics)
+        assert run.eval_score(result) == metrics[_legacy_pick(metrics)]
     assert run.eval_score(None) == 0.0
-    assert run.eval_score(0.4) == 0.4
 
 
 def test_reset_bn():

@@ -17,6 +17,8 @@ class LvisDetection(CocoJsonBase):
     ... (no tokens); the transforms see the image only. ``categories()`` maps json category id -> name.
     """
 
+    evaluation_protocol = "lvis"
+
     def __init__(self, img_folder: str, ann_file: str, transforms=None, return_masks: bool = False, **kwargs):
         super().__init__(img_folder, ann_file, remove_images_without_annotations=False)
         self._transforms = transforms

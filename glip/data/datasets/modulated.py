@@ -83,6 +83,8 @@ class ModulatedDataset(CocoJsonBase):
 class FlickrDataset(ModulatedDataset):
     """Flickr30k entities (``flickr30k_train/val/test``; separate or merged GT json)."""
 
+    evaluation_protocol = "flickr"
+
 
 class MixedDataset(ModulatedDataset):
     """GoldG mix (``mixed_train``, ``mixed_train_no_coco``): images come from ``img_folder_coco`` when the record's
