@@ -7,7 +7,7 @@ import pytest
 import yaml
 from helpers import FIXTURES, REFERENCE
 
-from glip.config import cfg
+from glip.config import CfgNode, cfg
 from glip.config.paths_catalog import (
     BUILTIN_DATASETS,
     SUFFIX_FACTORIES,
@@ -140,22 +140,26 @@ def test_register_with_an_unknown_suffix_needs_a_factory(catalog):
         register_datasets(task, is_train=True)
 
 
-def _official_task_files():
-    return sorted(p for folder in (REPO / "configs", FIXTURES / "official_configs", REFERENCE)
-                  for p in folder.rglob("*.yaml")
-                  if "REGISTER" in ((yaml.safe_load(p.read_text()) or {}).get("DATASETS") or {})
-                  and "quickstart" not in p.parts)
+def _official_registers():
+    """``{yaml file: its DATASETS.REGISTER}`` of the official task configs and the reference's end-to-end tasks."""
+    registers = {}
+    for folder in (REPO / "configs", FIXTURES / "official_configs", REFERENCE):
+        for path in sorted(folder.rglob("*.yaml")):
+            register = ((yaml.safe_load(path.read_text()) or {}).get("DATASETS") or {}).get("REGISTER")
+            if register and "quickstart" not in path.parts:
+                registers[path] = register
+    return registers
 
 
 def test_official_task_entries_resolve_as_before(catalog):
     """Every REGISTER entry of the official task configs (and the reference's end-to-end tasks) gets the factory
     main's substring rules gave it, with either suffix: LvisDetection for the LVIS names without suffix,
     else COCODataset without suffix and CocoGrounding with ``_grounding``."""
-    files = _official_task_files()
-    assert len(files) > 100
-    for path in files:
+    registers = _official_registers()
+    assert len(registers) > 100
+    for path, register in registers.items():
         for suffix in ("", "_grounding"):
-            task = _task(path, **{"DATASETS.TEST_DATASETNAME_SUFFIX": suffix})
+            task = CfgNode({"DATASETS": {"REGISTER": register, "TEST_DATASETNAME_SUFFIX": suffix}})
             for name in register_datasets(task, is_train=False):
                 lvis = name in ("lvis_evaluation_mini_val", "lvis_evaluation_val")
                 expected = "LvisDetection" if lvis else SUFFIX_FACTORIES[suffix]
