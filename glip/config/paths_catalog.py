@@ -91,8 +91,8 @@ BUILTIN_DATASETS: Dict[str, dict] = {
     "refexp_all_val": dict(_coco("RefExpDataset", "refcoco/train2014", "mdetr_annotations/final_refexp_val.json"),
                            is_train=False),
     "gqa_val": dict(_coco("GQADataset", "gqa/images", "mdetr_annotations/final_gqa_val.json"), is_train=False),
-    "phrasecut_train": dict(_coco("PhrasecutDetection", "gqa/images", "mdetr_annotations/finetune_phrasecut_train.json"),
-                            is_train=True),
+    "phrasecut_train": dict(
+        _coco("PhrasecutDetection", "gqa/images", "mdetr_annotations/finetune_phrasecut_train.json"), is_train=True),
     # detection data in TSV form, turned into grounding captions
     "coco_dt_train": _tsv("CocoDetectionTSV", "coco_tsv/coco_obj.yaml", "coco_dt"),
     "COCO_odinw_train_8copy_dt_train": _tsv(

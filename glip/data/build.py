@@ -10,7 +10,7 @@ Each name is resolved through the dataset catalog (``glip.config.paths_catalog``
 (:func:`run_arguments`) and the config options it declares (``glip.data.dataset_options``).
 """
 import logging
-from typing import List, Optional
+from typing import List
 
 import torch
 

@@ -21,41 +21,118 @@ from glip.data.datasets.registry import (
 # (DatasetCatalog.get's "args", paths relative to the data root, minus those the constructors swallowed through
 # **kwargs: COCODataset's "img_dir" and ODTSVDataset's "name").
 BEFORE = {
-    "COCO_odinw_train_8copy_dt_train": ("CocoDetectionTSV", {"name": "coco_odinw_dt", "yaml_file": "coco_tsv/COCO_odinw_train_8copy.yaml"}),  # noqa: E501
-    "COCO_odinw_val_dt_train": ("CocoDetectionTSV", {"name": "coco_odinw_dt", "yaml_file": "coco_tsv/COCO_odinw_val.yaml"}),  # noqa: E501
-    "LVIS_odinw_train_8copy_dt_train": ("CocoDetectionTSV", {"name": "coco_odinw_dt", "yaml_file": "coco_tsv/LVIS_odinw_train_8copy.yaml"}),  # noqa: E501
-    "coco_2014_minival": ("COCODataset", {"ann_file": "coco/annotations/instances_minival2014.json", "root": "coco/val2014"}),  # noqa: E501
-    "coco_2014_train": ("COCODataset", {"ann_file": "coco/annotations/instances_train2014.json", "root": "coco/train2014"}),  # noqa: E501
+    "COCO_odinw_train_8copy_dt_train": ("CocoDetectionTSV", {
+        "name": "coco_odinw_dt",
+        "yaml_file": "coco_tsv/COCO_odinw_train_8copy.yaml",
+    }),
+    "COCO_odinw_val_dt_train": ("CocoDetectionTSV", {
+        "name": "coco_odinw_dt",
+        "yaml_file": "coco_tsv/COCO_odinw_val.yaml",
+    }),
+    "LVIS_odinw_train_8copy_dt_train": ("CocoDetectionTSV", {
+        "name": "coco_odinw_dt",
+        "yaml_file": "coco_tsv/LVIS_odinw_train_8copy.yaml",
+    }),
+    "coco_2014_minival": ("COCODataset", {
+        "ann_file": "coco/annotations/instances_minival2014.json",
+        "root": "coco/val2014",
+    }),
+    "coco_2014_train": ("COCODataset", {
+        "ann_file": "coco/annotations/instances_train2014.json",
+        "root": "coco/train2014",
+    }),
     "coco_2014_val": ("COCODataset", {"ann_file": "coco/annotations/instances_val2014.json", "root": "coco/val2014"}),
-    "coco_2017_test": ("COCODataset", {"ann_file": "coco/annotations/image_info_test-dev2017.json", "root": "coco/test2017"}),  # noqa: E501
-    "coco_2017_train": ("COCODataset", {"ann_file": "coco/annotations/instances_train2017.json", "root": "coco/train2017"}),  # noqa: E501
+    "coco_2017_test": ("COCODataset", {
+        "ann_file": "coco/annotations/image_info_test-dev2017.json",
+        "root": "coco/test2017",
+    }),
+    "coco_2017_train": ("COCODataset", {
+        "ann_file": "coco/annotations/instances_train2017.json",
+        "root": "coco/train2017",
+    }),
     "coco_2017_val": ("COCODataset", {"ann_file": "coco/annotations/instances_val2017.json", "root": "coco/val2017"}),
     "coco_dt_train": ("CocoDetectionTSV", {"name": "coco_dt", "yaml_file": "coco_tsv/coco_obj.yaml"}),
-    "coco_grounding_train": ("CocoGrounding", {"ann_file": "coco/annotations/instances_train2017.json", "img_folder": "coco/train2017"}),  # noqa: E501
-    "flickr30k_test": ("FlickrDataset", {"ann_file": "mdetr_annotations/final_flickr_separateGT_test.json", "img_folder": "flickr30k/flickr30k_images/test", "is_train": False}),  # noqa: E501
-    "flickr30k_train": ("FlickrDataset", {"ann_file": "mdetr_annotations/final_flickr_separateGT_train.json", "img_folder": "flickr30k/flickr30k_images/train", "is_train": True}),  # noqa: E501
-    "flickr30k_val": ("FlickrDataset", {"ann_file": "mdetr_annotations/final_flickr_separateGT_val.json", "img_folder": "flickr30k/flickr30k_images/val", "is_train": False}),  # noqa: E501
+    "coco_grounding_train": ("CocoGrounding", {
+        "ann_file": "coco/annotations/instances_train2017.json",
+        "img_folder": "coco/train2017",
+    }),
+    "flickr30k_test": ("FlickrDataset", {
+        "ann_file": "mdetr_annotations/final_flickr_separateGT_test.json",
+        "img_folder": "flickr30k/flickr30k_images/test",
+        "is_train": False,
+    }),
+    "flickr30k_train": ("FlickrDataset", {
+        "ann_file": "mdetr_annotations/final_flickr_separateGT_train.json",
+        "img_folder": "flickr30k/flickr30k_images/train",
+        "is_train": True,
+    }),
+    "flickr30k_val": ("FlickrDataset", {
+        "ann_file": "mdetr_annotations/final_flickr_separateGT_val.json",
+        "img_folder": "flickr30k/flickr30k_images/val",
+        "is_train": False,
+    }),
     "gqa_val": ("GQADataset", {"ann_file": "mdetr_annotations/final_gqa_val.json", "img_folder": "gqa/images"}),
-    "imagenetod_train_odinw_2copy_dt": ("CocoDetectionTSV", {"name": "imagenetod_odinw_dt", "yaml_file": "imagenet_od/imagenetod_train_odinw_2copy.yaml"}),  # noqa: E501
-    "lvis_evaluation_mini_val": ("LvisDetection", {"ann_file": "coco/annotations/lvis_v1_minival_inserted_image_name.json", "img_folder": "coco"}),  # noqa: E501
+    "imagenetod_train_odinw_2copy_dt": ("CocoDetectionTSV", {
+        "name": "imagenetod_odinw_dt",
+        "yaml_file": "imagenet_od/imagenetod_train_odinw_2copy.yaml",
+    }),
+    "lvis_evaluation_mini_val": ("LvisDetection", {
+        "ann_file": "coco/annotations/lvis_v1_minival_inserted_image_name.json",
+        "img_folder": "coco",
+    }),
     "lvis_evaluation_val": ("LvisDetection", {"ann_file": "coco/annotations/lvis_od_val.json", "img_folder": "coco"}),
-    "lvis_grounding_train": ("CocoGrounding", {"ann_file": "coco/annotations/lvis_od_train.json", "img_folder": "coco"}),  # noqa: E501
-    "lvis_v1_minival": ("LvisDetection", {"ann_file": "coco/annotations/lvis_v1_minival_inserted_image_name.json", "img_folder": "coco"}),  # noqa: E501
+    "lvis_grounding_train": ("CocoGrounding", {
+        "ann_file": "coco/annotations/lvis_od_train.json",
+        "img_folder": "coco",
+    }),
+    "lvis_v1_minival": ("LvisDetection", {
+        "ann_file": "coco/annotations/lvis_v1_minival_inserted_image_name.json",
+        "img_folder": "coco",
+    }),
     "lvis_v1_val": ("LvisDetection", {"ann_file": "coco/annotations/lvis_od_val.json", "img_folder": "coco"}),
     "lvis_val": ("COCODataset", {"ann_file": "coco/annotations/lvis_od_val.json", "root": "coco"}),
     "lvisv1_dt_train": ("CocoDetectionTSV", {"name": "lvisv1_dt", "yaml_file": "coco_tsv/LVIS_v1_train.yaml"}),
-    "mixed_train": ("MixedDataset", {"ann_file": "mdetr_annotations/final_mixed_train.json", "img_folder_coco": "coco/train2014", "img_folder_vg": "gqa/images"}),  # noqa: E501
-    "mixed_train_no_coco": ("MixedDataset", {"ann_file": "mdetr_annotations/final_mixed_train_no_coco.json", "img_folder_coco": "coco/train2014", "img_folder_vg": "gqa/images"}),  # noqa: E501
-    "object365_dt_train": ("CocoDetectionTSV", {"name": "object365_dt", "yaml_file": "Objects365/objects365_train_vgoiv6.cas2000.yaml"}),  # noqa: E501
-    "object365_odinw_2copy_dt_train": ("CocoDetectionTSV", {"name": "object365_odinw_dt", "yaml_file": "Objects365/objects365_train_odinw.cas2000_2copy.yaml"}),  # noqa: E501
+    "mixed_train": ("MixedDataset", {
+        "ann_file": "mdetr_annotations/final_mixed_train.json",
+        "img_folder_coco": "coco/train2014",
+        "img_folder_vg": "gqa/images",
+    }),
+    "mixed_train_no_coco": ("MixedDataset", {
+        "ann_file": "mdetr_annotations/final_mixed_train_no_coco.json",
+        "img_folder_coco": "coco/train2014",
+        "img_folder_vg": "gqa/images",
+    }),
+    "object365_dt_train": ("CocoDetectionTSV", {
+        "name": "object365_dt",
+        "yaml_file": "Objects365/objects365_train_vgoiv6.cas2000.yaml",
+    }),
+    "object365_odinw_2copy_dt_train": ("CocoDetectionTSV", {
+        "name": "object365_odinw_dt",
+        "yaml_file": "Objects365/objects365_train_odinw.cas2000_2copy.yaml",
+    }),
     "objects365_odtsv_train": ("ODTSVDataset", {"yaml_file": "Objects365/train.cas2000.yaml"}),
     "objects365_odtsv_val": ("ODTSVDataset", {"yaml_file": "Objects365/val.yaml"}),
-    "oi_train_odinw_dt": ("CocoDetectionTSV", {"name": "oi_odinw_dt", "yaml_file": "openimages_v5c/oi_train_odinw.cas.2000.yaml"}),  # noqa: E501
-    "phrasecut_train": ("PhrasecutDetection", {"ann_file": "mdetr_annotations/finetune_phrasecut_train.json", "img_folder": "gqa/images"}),  # noqa: E501
-    "refexp_all_val": ("RefExpDataset", {"ann_file": "mdetr_annotations/final_refexp_val.json", "img_folder": "refcoco/train2014"}),  # noqa: E501
+    "oi_train_odinw_dt": ("CocoDetectionTSV", {
+        "name": "oi_odinw_dt",
+        "yaml_file": "openimages_v5c/oi_train_odinw.cas.2000.yaml",
+    }),
+    "phrasecut_train": ("PhrasecutDetection", {
+        "ann_file": "mdetr_annotations/finetune_phrasecut_train.json",
+        "img_folder": "gqa/images",
+    }),
+    "refexp_all_val": ("RefExpDataset", {
+        "ann_file": "mdetr_annotations/final_refexp_val.json",
+        "img_folder": "refcoco/train2014",
+    }),
     "vg_dt_train": ("CocoDetectionTSV", {"name": "vg_dt", "yaml_file": "visualgenome/train_vgoi6_clipped.yaml"}),
-    "vg_odinw_clipped_8copy_dt_train": ("CocoDetectionTSV", {"name": "vg_odinw_clipped_8copy_dt", "yaml_file": "visualgenome/train_odinw_clipped_8copy.yaml"}),  # noqa: E501
-    "vg_vgoi6_clipped_8copy_dt_train": ("CocoDetectionTSV", {"name": "vg_vgoi6_clipped_8copy_dt", "yaml_file": "visualgenome/train_vgoi6_clipped_8copy.yaml"}),  # noqa: E501
+    "vg_odinw_clipped_8copy_dt_train": ("CocoDetectionTSV", {
+        "name": "vg_odinw_clipped_8copy_dt",
+        "yaml_file": "visualgenome/train_odinw_clipped_8copy.yaml",
+    }),
+    "vg_vgoi6_clipped_8copy_dt_train": ("CocoDetectionTSV", {
+        "name": "vg_vgoi6_clipped_8copy_dt",
+        "yaml_file": "visualgenome/train_vgoi6_clipped_8copy.yaml",
+    }),
 }
 PATH_ARGS = ("ann_file", "img_folder", "img_folder_coco", "img_folder_vg", "root", "yaml_file")
 
