@@ -26,14 +26,15 @@ GROUNDING_FACTORIES = ("FlickrDataset", "MixedDataset", "ModulatedDataset")
 def check_catalog_name(name: str, check_images: bool = True) -> Report:
     """Resolve ``name`` through the dataset catalog and check what its factory would read."""
     from glip.config.paths_catalog import DatasetCatalog
+    from glip.data.datasets import resolve_dataset
 
     try:
-        entry = DatasetCatalog.get(name)
-    except (KeyError, FileNotFoundError) as exc:
+        factory, args = resolve_dataset(name, DatasetCatalog)
+    except (KeyError, ValueError, NotImplementedError, FileNotFoundError) as exc:
         report = Report()
         report.errors.append("{}: {}".format(name, exc))
         return report
-    args, factory = entry["args"], entry["factory"]
+    factory = factory.name
     if "yaml_file" in args:
         return check_tsv(args["yaml_file"])
     if factory == "MixedDataset":

@@ -6,9 +6,10 @@
    (``MODEL.BACKBONE.RESET_BN``), give it its freeze policy (``glip.modeling.freezing``; by default the config's
    flags as ``train_net.py`` applies them, finetune passes its own) and run the caller's ``prepare_model``
    hook (finetune: the prompt-tuning transformation);
-2. the training loader with ``start_iter=0`` (this sets ``SOLVER.MAX_ITER`` from ``SOLVER.MAX_EPOCH``), and the
-   validation loader when ``TEST.DURING_TRAINING`` or ``SOLVER.USE_AUTOSTEP``;
-3. optimizer and schedule (``make_optimizer`` / ``make_lr_scheduler``), then DDP when ``distributed``
+2. the training loader with ``start_iter=0`` and the schedule length (``SOLVER.MAX_ITER``, or ``SOLVER.MAX_EPOCH``
+   epochs of the loader's dataset: ``glip.data.build.train_iterations``), and the validation loader when
+   ``TEST.DURING_TRAINING`` or ``SOLVER.USE_AUTOSTEP``;
+3. optimizer and schedule (``make_optimizer`` / ``make_lr_scheduler`` over that length), then DDP when ``distributed``
    (``broadcast_buffers=MODEL.BACKBONE.USE_BN``, ``find_unused_parameters=SOLVER.FIND_UNUSED_PARAMETERS``);
 4. weights: if ``OUTPUT_DIR/last_checkpoint`` exists the run resumes from it (model, optimizer, scheduler, EMA,
    scaler, RNG, iteration), else ``MODEL.WEIGHT`` is loaded (``glip.engine.weights.load_weights``: an official
@@ -160,7 +161,7 @@ def train(cfg, local_rank: int = 0, distributed: bool = False, use_tensorboard: 
           freeze_policy: Optional[FreezePolicy] = None):
     """Train the model ``cfg`` describes and return it (DDP-wrapped when ``distributed``).
 
-    ``cfg``: the merged config (frozen or not; ``SOLVER.MAX_ITER`` is set from ``MAX_EPOCH`` by the loader).
+    ``cfg``: the merged config (frozen or not; it is not modified).
     ``local_rank``: GPU index of this process (ignored on CPU). ``distributed``: the process group is already
     initialised (``glip.utils.cli.init_distributed``). ``use_tensorboard``: scalars to ``OUTPUT_DIR`` (rank 0).
     ``skip_optimizer_resume``: on resume, restore the weights but not optimizer / scheduler.
@@ -171,7 +172,7 @@ def train(cfg, local_rank: int = 0, distributed: bool = False, use_tensorboard: 
     loader when ``TEST.DURING_TRAINING`` or ``SOLVER.USE_AUTOSTEP``.
     Only rank 0 writes checkpoints (``OUTPUT_DIR/model_XXXXXXX.pth``, ``model_final.pth``, ``last_checkpoint``).
     """
-    from glip.data.build import make_data_loader
+    from glip.data.build import make_data_loader, train_iterations
     from glip.engine.checkpointer import Checkpointer
     from glip.engine.trainer import do_train, train_options
     from glip.modeling.detector import build_detection_model
@@ -186,6 +187,7 @@ def train(cfg, local_rank: int = 0, distributed: bool = False, use_tensorboard: 
         logger.warning("SOLVER.GRAD_CLIP has no effect (as in the reference); use SOLVER.CLIP_GRADIENTS")
 
     data_loader = make_data_loader(cfg, is_train=True, is_distributed=distributed, start_iter=0)
+    max_iter = train_iterations(cfg, len(data_loader.dataset))  # logged by the loader and by do_train
     data_loader_val = None
     if val_fn is None and (cfg.TEST.DURING_TRAINING or cfg.SOLVER.USE_AUTOSTEP):
         data_loader_val = make_data_loader(cfg, is_train=False, is_distributed=distributed)[0]
@@ -196,7 +198,7 @@ def train(cfg, local_rank: int = 0, distributed: bool = False, use_tensorboard: 
         model = prepare_model(cfg, model)
 
     optimizer = make_optimizer(cfg, model)
-    scheduler = make_lr_scheduler(cfg, optimizer)
+    scheduler = make_lr_scheduler(cfg, optimizer, max_iter=max_iter)
     if distributed:
         model = wrap_distributed(cfg, model, local_rank, device)
 
@@ -217,7 +219,7 @@ def train(cfg, local_rank: int = 0, distributed: bool = False, use_tensorboard: 
     try:
         do_train(model, data_loader, optimizer, scheduler, checkpointer, device, cfg.SOLVER.CHECKPOINT_PERIOD,
                  arguments, cfg=cfg, val_fn=val_fn, tb_writer=tb_writer, ema=ema,
-                 max_iter=cfg.SOLVER.MAX_ITER, options=options)
+                 max_iter=max_iter, options=options)
     finally:
         if tb_writer is not None:
             tb_writer.close()
