@@ -112,11 +112,12 @@ def _predictions(batch, num_anchors, seed=0, num_classes=80, tokens=256):
     }
 
 
-def _call(loss, preds, targets, anchors, positive_map, text_masks, **kw):
-    return loss(box_regression=_to_levels(preds["box_regression"]), centerness=_to_levels(preds["centerness"]),
-                targets=targets, anchors=anchors, box_cls=_to_levels(preds["box_cls"]), positive_map=positive_map,
-                dot_product_logits=list(torch.split(preds["dot"], [h * w for h, w in LEVEL_SHAPES], dim=1)),
-                text_masks=text_masks, **kw)
+def _call(loss, preds, targets, anchors, token_targets, text_masks, **more_outputs):
+    outputs = {"box_regression": _to_levels(preds["box_regression"]), "centerness": _to_levels(preds["centerness"]),
+               "box_cls": _to_levels(preds["box_cls"]),
+               "dot_product_logits": list(torch.split(preds["dot"], [h * w for h, w in LEVEL_SHAPES], dim=1)),
+               **more_outputs}
+    return loss(outputs, targets, anchors, token_targets=token_targets, text_masks=text_masks)
 
 
 def test_every_loss_term_by_hand():
@@ -382,3 +383,20 @@ def test_full_model_raw_losses_match_reference():
                          ("loss_centerness", "centerness_loss"),
                          ("loss_dot_product_token", "dot_product_token_loss_unweighted")]:
         torch.testing.assert_close(captured[ours], raw[theirs], rtol=1e-4, atol=0, msg=ours)
+
+
+def test_mlm_term_is_the_cross_entropy_of_the_labelled_tokens():
+    g, target = _module_case()
+    n = torch.cat(g["anchors_per_level"]).shape[0]
+    logits = torch.randn(1, 4, 7, generator=torch.Generator().manual_seed(2))
+    labels = torch.tensor([[3, -100, 0, -100]])
+    loss = ATSSLoss(BoxCoder())
+    without = _call(loss, _predictions(1, n), [target], [g["anchors_per_level"]], g["positive_map"],
+                    torch.ones(1, 256), mlm_logits=logits)
+    assert "mlm_loss" not in without
+    outputs = {"box_regression": _to_levels(_predictions(1, n)["box_regression"]),
+               "centerness": _to_levels(_predictions(1, n)["centerness"]), "mlm_logits": logits}
+    losses = loss(outputs, [target], [g["anchors_per_level"]], token_targets=g["positive_map"], mlm_labels=labels)
+    expected = -(torch.log_softmax(logits[0, 0], -1)[3] + torch.log_softmax(logits[0, 2], -1)[0]) / 2
+    assert list(losses)[-1] == "mlm_loss"
+    torch.testing.assert_close(losses["mlm_loss"], expected, rtol=1e-5, atol=1e-6)
