@@ -334,29 +334,11 @@ def test_build_from_reference_config():
     assert (loss.cls_loss_func.alpha, loss.cls_loss_func.gamma) == (0.25, 2.0)
 
 
-def _deterministic_train_(model):
-    """Train mode with every dropout / drop-path probability at 0; returns a function restoring them."""
-    saved = []
-    for m in model.modules():
-        for attr in ("p", "drop_prob", "dropout"):
-            value = getattr(m, attr, None)
-            if isinstance(value, float) and (attr != "p" or isinstance(m, torch.nn.Dropout)):
-                saved.append((m, attr, value))
-                setattr(m, attr, 0.0)
-    was_training = model.training
-    model.train()
-
-    def restore():
-        for m, attr, value in saved:
-            setattr(m, attr, value)
-        model.train(was_training)
-    return restore
-
-
 @pytest.mark.slow
 def test_full_model_raw_losses_match_reference():
     """GLIP-T train-mode forward on the 2-image golden batch: the loss evaluator's raw outputs."""
     from helpers.glip_model import golden_glip_tiny
+    from helpers.stochastic import no_dropout
 
     from glip.structures.image_list import to_image_list
 
@@ -365,19 +347,19 @@ def test_full_model_raw_losses_match_reference():
     captured = {}
     handle = model.rpn.loss_evaluator.register_forward_hook(
         lambda module, args, out: captured.update({k: v.detach() for k, v in out.items()}))
-    restore = _deterministic_train_(model)
     mean = torch.tensor([103.530, 116.280, 123.675]).view(3, 1, 1)
     std = torch.tensor([57.375, 57.120, 58.395]).view(3, 1, 1)
     images = [((s["resized_rgb_uint8"].permute(2, 0, 1).float() / 255.0)[[2, 1, 0]] * 255 - mean) / std
               for s in train["samples"]]
     targets = [_target(t["boxes"], t["labels"], t["size_wh"]) for t in train["targets"]]
     try:
-        with torch.no_grad():
+        model.train()
+        with torch.no_grad(), no_dropout(model, drop_path=True):
             model(to_image_list(images, size_divisible=32), targets=targets, captions=train["captions"],
                   positive_map=train["positive_map"])
     finally:
         handle.remove()
-        restore()
+        model.eval()
     raw = train["raw_losses"]
     for ours, theirs in [("loss_cls", "cls_loss_unweighted"), ("loss_reg", "reg_loss_x_REG_LOSS_WEIGHT"),
                          ("loss_centerness", "centerness_loss"),
