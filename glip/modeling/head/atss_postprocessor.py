@@ -18,8 +18,8 @@ SCORE_AGGREGATIONS = ("MEAN", "MAX", "POWER", "ONEHOT")
 class PositiveMapAggregator:
     """Maps per-token probabilities to per-class scores for a prompt's `label_to_tokens` {label: [token indices]}.
 
-    Built once per forward: a `(num_tokens, num_classes)` token-count (0/1) matrix with per-class token counts (MEAN) and a
-    padded `(num_classes, max_tokens)` index table (MAX, POWER). Label j fills column `j - 1`; classes without
+    Built once per forward: a `(num_tokens, num_classes)` token-count (0/1) matrix with per-class token counts
+    (MEAN) and a padded `(num_classes, max_tokens)` index table (MAX, POWER). Label j fills column `j - 1`; classes without
     tokens score 0. Call with probabilities `(N, L, num_tokens)` -> `(N, L, num_classes)`.
     """
 
