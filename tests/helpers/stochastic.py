@@ -64,8 +64,11 @@ def no_dropout(model: Optional[nn.Module] = None, drop_path: bool = False):
             _restore(saved)
         return
     saved = []
-    handle = torch.nn.modules.module.register_module_forward_pre_hook(
-        lambda module, args: saved.extend(_zero_own(module, drop_path)))
+
+    def zero_before_forward(module, args):  # returns None: the call's inputs stay as they are
+        saved.extend(_zero_own(module, drop_path))
+
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(zero_before_forward)
     try:
         yield
     finally:
@@ -75,4 +78,7 @@ def no_dropout(model: Optional[nn.Module] = None, drop_path: bool = False):
 
 def no_dropout_in_process(drop_path: bool = False) -> None:
     """`no_dropout()` for the rest of this process (worker and launcher scripts of subprocess tests)."""
-    torch.nn.modules.module.register_module_forward_pre_hook(lambda module, args: _zero_own(module, drop_path))
+    def zero_before_forward(module, args):  # returns None: the call's inputs stay as they are
+        _zero_own(module, drop_path)
+
+    torch.nn.modules.module.register_module_forward_pre_hook(zero_before_forward)
