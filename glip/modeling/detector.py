@@ -2,9 +2,11 @@
 
 Forward signature and outputs are the reference's: `model(images, targets=None, captions=None,
 positive_map=None)` returns the loss dict in training and a list of BoxLists (fields `scores`, `labels`) in eval.
+`forward` reads as the pipeline: `preprocess` -> `encode_text` -> `backbone` -> `rpn` (the head) ->
+`forward_training` (losses) or `forward_inference` (detections).
 """
 import logging
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import torch
 from torch import nn
@@ -75,7 +77,12 @@ class GeneralizedVLRCNN(nn.Module):
         return {k: v.to(device) for k, v in tokens.items()}
 
     def encode_text(self, captions: List[str], device) -> dict:
-        """Run the language backbone; returns the language dict (`hidden`, `masks`, `embedded`, `aggregate`)."""
+        """Tokenize and run the language backbone.
+
+        Returns the language dict: `hidden` (B, T, D) last-layer states, `embedded` (B, T, D) masked features,
+        `aggregate` (B, D), `masks` (B, T) the text mask the head uses (see `one_hot_classes`, `mask_special`),
+        `mlm_labels` None (no masked-language-model labels).
+        """
         tokens = self.tokenize(captions, device)
         if self.freeze_language_backbone:
             with torch.no_grad():
@@ -83,18 +90,45 @@ class GeneralizedVLRCNN(nn.Module):
         else:
             language = self.language_backbone(tokens["input_ids"], tokens["attention_mask"])
         language = dict(language)
-        if self.one_hot_classes:
-            masks = torch.zeros_like(language["masks"])
-            masks[:, : self.one_hot_classes] = 1
-            language["masks"] = masks
-        if self.mask_special:
-            language["masks"] = 1 - tokens["special_tokens_mask"]
+        language["masks"] = self._text_mask(language["masks"], tokens["special_tokens_mask"])
         language["mlm_labels"] = None
         return language
 
+    def _text_mask(self, attention_mask: torch.Tensor, special_tokens_mask: torch.Tensor) -> torch.Tensor:
+        """The (B, T) mask of the tokens regions are scored against: the attention mask, or the first
+        `one_hot_classes` positions (DATASETS.ONE_HOT), or every non-special token (MASK_SPECIAL)."""
+        masks = attention_mask
+        if self.one_hot_classes:
+            masks = torch.zeros_like(masks)
+            masks[:, : self.one_hot_classes] = 1
+        if self.mask_special:
+            masks = 1 - special_tokens_mask
+        return masks
+
     def forward(self, images, targets: Optional[list] = None, captions: Optional[List[str]] = None,
                 positive_map=None):
-        """See the module docstring. `images`: an ImageList, a (B, 3, H, W) tensor or a list of (3, H, W)."""
+        """Text encoding -> backbone -> head -> losses (training) or detections (eval).
+
+        Args:
+            images: an ImageList, a (B, 3, H, W) tensor or a list of (3, H, W) tensors.
+            targets: training only: per image a BoxList (xyxy) with a "labels" field.
+            captions: one caption per image.
+            positive_map: the reference's name for two things (glip/data/positive_map.py): in training the
+                batch's token targets, a binary (sum of boxes, T) tensor whose row j marks the caption tokens of
+                the batch's box j (images in order); in eval the prompt's {label: [token indices]}.
+
+        Returns the loss dict in training, per image a BoxList (fields `scores`, `labels`) in eval.
+        """
+        images, targets = self.preprocess(images, targets, captions)
+        language = self.encode_text(captions, images.tensors.device)
+        features = self.backbone(images.tensors)
+        head_outputs = self.rpn(images, features, language)
+        if self.training:
+            return self.forward_training(head_outputs, targets, positive_map, language, captions)
+        return self.forward_inference(head_outputs, positive_map)
+
+    def preprocess(self, images, targets: Optional[list], captions: Optional[List[str]]):
+        """Check the inputs; `(ImageList, targets on the images' device)`."""
         if self.training and targets is None:
             raise ValueError("in training mode, targets must be given")
         if captions is None:
@@ -102,13 +136,19 @@ class GeneralizedVLRCNN(nn.Module):
         images = to_image_list(images)
         if len(captions) != images.tensors.shape[0]:
             raise ValueError(f"got {len(captions)} captions for a batch of {images.tensors.shape[0]} images")
-        device = images.tensors.device
-        language = self.encode_text(captions, device)
-        features = self.backbone(images.tensors)
         if targets:
-            targets = [t.to(device) for t in targets if t is not None]
-        detections, losses, _ = self.rpn(images, features, targets, language, positive_map, captions)
-        return losses if self.training else detections
+            targets = [t.to(images.tensors.device) for t in targets if t is not None]
+        return images, targets
+
+    def forward_training(self, head_outputs: dict, targets: list, token_targets: Optional[torch.Tensor],
+                         language: dict, captions: List[str]) -> Dict[str, torch.Tensor]:
+        """The weighted loss dict; `token_targets` is the (sum of boxes, T) binary map of the batch's boxes."""
+        return self.rpn.losses(head_outputs, targets, token_targets, text_masks=language.get("masks"),
+                               mlm_labels=language.get("mlm_labels"), captions=captions)
+
+    def forward_inference(self, head_outputs: dict, label_to_tokens: Optional[dict]) -> list:
+        """Per image a BoxList of detections; `label_to_tokens` is the prompt's {label: [token indices]}."""
+        return self.rpn.detect(head_outputs, label_to_tokens)
 
 
 def build_detection_model(cfg) -> GeneralizedVLRCNN:
@@ -121,11 +161,13 @@ def build_detection_model(cfg) -> GeneralizedVLRCNN:
     if arch != "GeneralizedVLRCNN":
         raise ValueError(f"MODEL.META_ARCHITECTURE {arch!r} is not supported (only 'GeneralizedVLRCNN')")
     freeze_policy = policy_from_config(cfg)  # first: refuses MODEL.LINEAR_PROB without a frozen backbone and FPN
+    backbone = build_backbone(cfg)
+    language_backbone = build_language_backbone(cfg)  # before the head: its BertConfig sizes the head's text layers
     return GeneralizedVLRCNN(
-        backbone=build_backbone(cfg),
-        language_backbone=build_language_backbone(cfg),
+        backbone=backbone,
+        language_backbone=language_backbone,
         tokenizer=build_tokenizer(cfg.MODEL.LANGUAGE_BACKBONE.TOKENIZER_TYPE),
-        rpn=build_rpn(cfg),
+        rpn=build_rpn(cfg, language_backbone.config),
         max_query_len=cfg.MODEL.LANGUAGE_BACKBONE.MAX_QUERY_LEN,
         pad_max=cfg.MODEL.LANGUAGE_BACKBONE.PAD_MAX,
         freeze_policy=freeze_policy,

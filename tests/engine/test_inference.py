@@ -5,9 +5,9 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers.tiny import tiny_bert
 import torch
 from helpers import REFERENCE
+from helpers.tiny import TINY_BERT_OPTS
 from PIL import Image
 
 from glip.config import cfg as default_cfg
@@ -22,7 +22,7 @@ GLIP_T = str(REFERENCE.parent.parent.parent / "configs/pretrain/glip_Swin_T_O365
 TINY_OPTS = ["MODEL.SWINT.EMBED_DIM", "32", "MODEL.SWINT.DEPTHS", "(1, 1, 1, 1)", "MODEL.SWINT.NUM_HEADS",
              "(1, 2, 4, 8)", "MODEL.SWINT.OUT_CHANNELS", "(32, 64, 128, 256)", "MODEL.DYHEAD.NUM_CONVS", "1",
              "MODEL.DYHEAD.USE_CHECKPOINT", "False", "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "128",
-             "DATALOADER.NUM_WORKERS", "0", "MODEL.DEVICE", "cpu"]
+             "DATALOADER.NUM_WORKERS", "0", "MODEL.DEVICE", "cpu"] + TINY_BERT_OPTS
 CATEGORIES = [{"id": 1, "name": "cat", "supercategory": "animal"},
               {"id": 3, "name": "traffic_light", "supercategory": "thing"},
               {"id": 7, "name": "tree", "supercategory": "plant"}]
@@ -65,10 +65,7 @@ def build_tiny_model():
 
     from glip.modeling.detector import build_detection_model
 
-    with pytest.MonkeyPatch.context() as patch:
-        tiny_bert(patch)
-        model = build_detection_model(tiny_cfg())
-    fill_model_(model, salt="#tiny")
+    model = fill_model_(build_detection_model(tiny_cfg()), salt="#tiny")
     with torch.no_grad():  # a more confident head than the fill rule's, so every image has detections
         model.rpn.head.bias0.fill_(0.0)
         model.rpn.head.log_scale.fill_(0.0)

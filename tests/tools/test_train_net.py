@@ -8,10 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers.tiny import tiny_bert
 import torch
 import yaml
 from helpers import REFERENCE
+from helpers.stochastic import no_dropout
+from helpers.tiny import TINY_BERT
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[2]
@@ -22,7 +23,8 @@ TOOL = REPO / "tools/train_net.py"
 TINY = {
     "MODEL": {"SWINT": {"EMBED_DIM": 24, "DEPTHS": [1, 1, 1, 1], "NUM_HEADS": [1, 1, 1, 1],
                         "OUT_CHANNELS": [24, 48, 96, 192], "DROP_PATH_RATE": 0.0},
-              "DYHEAD": {"NUM_CONVS": 1, "USE_CHECKPOINT": False}, "FPN": {"DROP_BLOCK": False}, "DEVICE": "cpu"},
+              "DYHEAD": {"NUM_CONVS": 1, "USE_CHECKPOINT": False}, "FPN": {"DROP_BLOCK": False}, "DEVICE": "cpu",
+              "LANGUAGE_BACKBONE": {"MODEL_TYPE": str(TINY_BERT)}},
     "INPUT": {"MIN_SIZE_TRAIN": 64, "MAX_SIZE_TRAIN": 96, "MIN_SIZE_TEST": 64, "MAX_SIZE_TEST": 96},
     "AUGMENT": {"MULT_MIN_SIZE_TRAIN": [], "FLIP_PROB_TRAIN": 0.0},
     "DATALOADER": {"NUM_WORKERS": 0, "ASPECT_RATIO_GROUPING": False},
@@ -41,12 +43,6 @@ def merge_yaml(base: dict, over: dict, whole=("REGISTER",)) -> dict:
         else:
             base[key] = value
     return base
-
-
-def no_dropout(monkeypatch):
-    """Every dropout the identity (the README's set-up for the training goldens)."""
-    monkeypatch.setattr(torch.nn.functional, "dropout", lambda input, *args, **kwargs: input)
-    monkeypatch.setattr(torch.nn.Dropout, "forward", lambda self, input: input)
 
 
 def write_tiny_dataset(root: Path, identical: bool = True, n: int = 4):
@@ -106,9 +102,8 @@ def release_log_file():
 
 @pytest.fixture
 def tiny_run(tmp_path, monkeypatch):
-    """(run(argv) of train_net in this process, tmp dir) with a tiny GLIP, its data and its initial weights."""
-    tiny_bert(monkeypatch)
-    no_dropout(monkeypatch)
+    """(run(argv) of train_net in this process, tmp dir) with a tiny GLIP (dropout off), its data and its initial
+    weights."""
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     monkeypatch.delenv("LOCAL_RANK", raising=False)
     monkeypatch.setenv("DATASET", str(tmp_path))
@@ -117,7 +112,8 @@ def tiny_run(tmp_path, monkeypatch):
     config = write_tiny_config(tmp_path / "tiny.yaml")
     save_initial_checkpoint(config, tmp_path / "init.pth")
     tool = load_tool()
-    yield tool.run, tmp_path
+    with no_dropout():
+        yield tool.run, tmp_path
     release_log_file()
 
 
@@ -178,17 +174,18 @@ def test_tool_stops_on_a_non_finite_loss_without_writing_weights(tiny_run):
 
 # --- end to end: the reference's train_net.py command on a real photo ---------------------------------------------
 
+# Runs a tool script with every dropout off (the README's set-up for the training goldens).
 LAUNCHER = '''
 import runpy
 import sys
 
-import torch
+sys.path.insert(0, {tests!r})
+from helpers.stochastic import no_dropout_in_process
 
-torch.nn.functional.dropout = lambda input, *args, **kwargs: input
-torch.nn.Dropout.forward = lambda self, input: input
+no_dropout_in_process()
 sys.argv = sys.argv[1:]
 runpy.run_path(sys.argv[0], run_name="__main__")
-'''
+'''.format(tests=str(REPO / "tests"))
 
 
 def e2e_merged_config(path: Path) -> Path:

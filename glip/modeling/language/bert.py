@@ -44,6 +44,11 @@ class BertEncoder(nn.Module):
         self.num_layers = num_layers
         self.keep_padding = keep_padding
 
+    @property
+    def config(self) -> BertConfig:
+        """The BertConfig the encoder was built from (the head's text layers are sized by it)."""
+        return self.model.config
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict:
         ids, mask = input_ids, attention_mask
         if not self.keep_padding:
@@ -71,6 +76,11 @@ class LanguageBackbone(nn.Module):
     @property
     def language_dim(self) -> int:
         return self.body.language_dim
+
+    @property
+    def config(self) -> BertConfig:
+        """The text encoder's BertConfig."""
+        return self.body.config
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict:
         return self.body(input_ids, attention_mask)
