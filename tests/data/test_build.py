@@ -32,7 +32,7 @@ def test_train_loader_trees(trees_cfg):
     assert train_iterations(trees_cfg, len(loader.dataset)) == 3
     batches = list(loader)
     assert len(batches) == 3
-    images, targets, ids, positive_map, positive_map_eval, greenlight = batches[0]
+    images, targets, positive_map = batches[0].images, batches[0].targets, batches[0].positive_map
     assert images.tensors.shape == (1, 3, 320, 320) and images.image_sizes == [(320, 320)]
     target = targets[0]
     assert target.get_field("caption") == "tree"
