@@ -74,7 +74,7 @@ def load_pretrained_language(model: torch.nn.Module, name_or_path: str):
     """
     from transformers import BertModel
 
-    from glip.modeling.language.pretrained import WEIGHT_FILES, resolve_pretrained
+    from glip.text.pretrained import WEIGHT_FILES, resolve_pretrained
 
     source = resolve_pretrained(name_or_path, WEIGHT_FILES, what="BERT weights")
     bert = unwrap_model(model).language_backbone.body.model
