@@ -60,7 +60,7 @@ def run(argv=None) -> int:
     """Parse the command line, merge config file and options, set up logging, then :func:`main`."""
     args = cli.parse_args("finetune", argv)
     cli.init_distributed(args)
-    cfg = cli.merge_config(cli.base_config(args), args.config_file, args.opts)
+    cfg = cli.merge_config(cli.base_config(), args.config_file, args.opts)
     if cfg.OUTPUT_DIR:
         os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
     run_logger = cli.setup_run_logger(cfg.OUTPUT_DIR)

@@ -124,7 +124,7 @@ def run(argv=None):
     """Parse the command line, merge the config, set up logging, then :func:`main`."""
     args = cli.parse_args("test_grounding_net", argv)
     cli.init_distributed(args)
-    cfg = cli.merge_config(cli.base_config(args), args.config_file, args.opts)
+    cfg = cli.merge_config(cli.base_config(), args.config_file, args.opts)
     cfg.freeze()
     log_dir = eval_log_dir(cfg, args.weight)
     if log_dir:

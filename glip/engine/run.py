@@ -27,7 +27,7 @@ when online). When they cannot be found the run stops with an error, unless ``pr
 import logging
 import os
 import random
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 import torch
 
@@ -226,8 +226,10 @@ def train(cfg, local_rank: int = 0, distributed: bool = False, use_tensorboard: 
     return model
 
 
-def run_test(cfg, model, distributed: bool = False, output_dir: Optional[str] = None) -> list:
-    """Evaluate ``model`` on every ``DATASETS.TEST`` set (results under ``<output_dir>/inference/<name>``).
+def run_test(cfg, model, distributed: bool = False, output_dir: Optional[str] = None,
+             dataset_names: Optional[Sequence[str]] = None) -> list:
+    """Evaluate ``model`` on every dataset of ``dataset_names`` (default ``DATASETS.TEST``); results under
+    ``<output_dir>/inference/<name>`` (``output_dir`` defaults to ``OUTPUT_DIR``).
 
     Returns the per-dataset ``EvalResult`` of ``glip.engine.inference.inference`` (None on ranks other than 0).
     """
@@ -235,9 +237,10 @@ def run_test(cfg, model, distributed: bool = False, output_dir: Optional[str] = 
     from glip.engine.inference import inference
 
     output_dir = cfg.OUTPUT_DIR if output_dir is None else output_dir
-    loaders = make_data_loader(cfg, is_train=False, is_distributed=distributed)
+    names = tuple(cfg.DATASETS.TEST if dataset_names is None else dataset_names)
+    loaders = make_data_loader(cfg, is_train=False, is_distributed=distributed, dataset_names=names)
     results = []
-    for name, loader in zip(cfg.DATASETS.TEST, loaders):
+    for name, loader in zip(names, loaders):
         folder = os.path.join(output_dir, "inference", name) if output_dir else None
         if folder and is_main_process():
             os.makedirs(folder, exist_ok=True)

@@ -131,13 +131,11 @@ def shutdown_distributed():
         dist.destroy_process_group()
 
 
-def base_config(args: Optional[argparse.Namespace] = None):
-    """A mutable copy of the defaults; with ``args``, carrying ``local_rank``/``num_gpus`` like the reference."""
+def base_config():
+    """A mutable copy of the defaults. Nothing else is hung on it: the reference's ``cfg.local_rank`` /
+    ``cfg.num_gpus`` travel as arguments (``args.local_rank``, ``args.num_gpus``)."""
     cfg = default_cfg.clone()
     cfg.defrost()
-    if args is not None:
-        cfg.local_rank = args.local_rank
-        cfg.num_gpus = args.num_gpus
     return cfg
 
 
