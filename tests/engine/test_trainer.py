@@ -1,4 +1,5 @@
 """do_train with a toy detection-like model and loader: losses, checkpoints, exact resume, NaN handling."""
+import dataclasses
 import logging
 import math
 import os
@@ -8,8 +9,9 @@ import torch
 from torch import nn
 
 from glip.config import cfg as default_cfg
+from glip.data.collate import Batch
 from glip.engine.checkpointer import Checkpointer
-from glip.engine.trainer import NonFiniteLossError, do_train
+from glip.engine.trainer import NonFiniteLossError, do_train, train_options
 from glip.solver.build import make_lr_scheduler, make_optimizer
 from glip.structures.bounding_box import BoxList
 
@@ -63,7 +65,7 @@ class ToyLoader:
                 targets.append(target)
             positive_map = torch.zeros(2 * self.batch_size, 256)
             positive_map[:, 1] = 1.0
-            yield images, tuple(targets), tuple(range(self.batch_size)), positive_map, None, None
+            yield Batch(images, tuple(targets), tuple(range(self.batch_size)), positive_map)
 
 
 def _cfg(max_iter=6):
@@ -76,6 +78,11 @@ def _cfg(max_iter=6):
     s.MODEL_EMA = 0.9
     s.CLIP_GRADIENTS.ENABLED, s.CLIP_GRADIENTS.CLIP_VALUE = True, 0.05
     return cfg
+
+
+def _options(cfg, period, **settings):
+    """The loop settings of ``cfg`` for ``SOLVER.MAX_ITER`` iterations, checkpoints every ``period``."""
+    return dataclasses.replace(train_options(cfg, cfg.SOLVER.MAX_ITER), checkpoint_period=period, **settings)
 
 
 def _setup(cfg, out_dir, seed=0):
@@ -93,7 +100,7 @@ def _run(cfg, out_dir, seed=0, period=2, **loader_kwargs):
     arguments.update(checkpointer.load())
     torch.manual_seed(1000 + seed) if not arguments.get("iteration") else None
     loader = ToyLoader(cfg.SOLVER.MAX_ITER, start_iter=arguments["iteration"], **loader_kwargs)
-    do_train(model, loader, optimizer, scheduler, checkpointer, torch.device("cpu"), period, arguments, cfg=cfg)
+    do_train(model, loader, optimizer, scheduler, checkpointer, torch.device("cpu"), arguments, _options(cfg, period))
     return model, optimizer, scheduler, checkpointer, arguments
 
 
@@ -136,8 +143,8 @@ def test_interrupted_losses_match_prefix(tmp_path):
     model, optimizer, scheduler, checkpointer = _setup(cfg, tmp_path / "b")
     torch.manual_seed(1000)
     with pytest.raises(RuntimeError):
-        do_train(model, ToyLoader(6, crash_at=5), optimizer, scheduler, checkpointer, "cpu", 2,
-                 {"iteration": 0}, cfg=cfg)
+        do_train(model, ToyLoader(6, crash_at=5), optimizer, scheduler, checkpointer, "cpu", {"iteration": 0},
+                 _options(cfg, 2))
     assert model.calls == full.calls[:4]
 
 
@@ -148,8 +155,8 @@ def test_nan_loss_stops_with_named_error_without_stepping(tmp_path):
     model, optimizer, scheduler, checkpointer = _setup(cfg, tmp_path / "nan")
     torch.manual_seed(1000)
     with pytest.raises(NonFiniteLossError, match=r"iteration 2: .*loss_reg=nan") as err:
-        do_train(model, ToyLoader(3, nan_at=2), optimizer, scheduler, checkpointer, "cpu", 10,
-                 {"iteration": 0}, cfg=cfg)
+        do_train(model, ToyLoader(3, nan_at=2), optimizer, scheduler, checkpointer, "cpu", {"iteration": 0},
+                 _options(cfg, 10))
     assert err.value.iteration == 2 and set(err.value.loss_terms) == {"loss_reg", "loss_dot_product_token"}
     for key, value in one_step.state_dict().items():
         assert torch.equal(value, model.state_dict()[key]), key
@@ -165,8 +172,8 @@ def test_nan_loss_skipped_when_asked(tmp_path):
     cfg = _cfg(max_iter=3)
     model, optimizer, scheduler, checkpointer = _setup(cfg, tmp_path)
     torch.manual_seed(1000)
-    do_train(model, ToyLoader(3, nan_at=2), optimizer, scheduler, checkpointer, "cpu", 10, {"iteration": 0},
-             cfg=cfg, skip_nonfinite=True)
+    do_train(model, ToyLoader(3, nan_at=2), optimizer, scheduler, checkpointer, "cpu", {"iteration": 0},
+             _options(cfg, 10, skip_nonfinite=True))
     assert math.isnan(model.calls[1]) and len(model.calls) == 3 and scheduler.last_epoch == 3
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
@@ -180,7 +187,7 @@ def test_trainer_clips_through_the_optimizer(tmp_path):
     model, optimizer, scheduler, checkpointer = _setup(cfg, tmp_path)
     model.dropout.p = 0.0
     before = [p.detach().clone() for p in model.parameters()]
-    do_train(model, ToyLoader(1), optimizer, scheduler, checkpointer, "cpu", 10, {"iteration": 0}, cfg=cfg)
+    do_train(model, ToyLoader(1), optimizer, scheduler, checkpointer, "cpu", {"iteration": 0}, _options(cfg, 10))
     update = torch.cat([(b - p.detach()).flatten() for b, p in zip(before, model.parameters())])
     assert update.norm().item() == pytest.approx(0.05, rel=1e-4)
 
@@ -198,8 +205,8 @@ def test_val_fn_and_tensorboard_writer(tmp_path):
         seen.append((iteration, m.training))
         return 0.25
 
-    arguments = do_train(model, ToyLoader(4), optimizer, scheduler, checkpointer, "cpu", 2, {"iteration": 0},
-                         cfg=cfg, val_fn=val_fn, tb_writer=Writer())
+    arguments = do_train(model, ToyLoader(4), optimizer, scheduler, checkpointer, "cpu", {"iteration": 0},
+                         _options(cfg, 2), val_fn=val_fn, tb_writer=Writer())
     assert seen == [(2, False), (4, False)] and model.training and arguments["eval_result"] == 0.25
     assert ("loss_reg", 1) in scalars and ("lr", 4) in scalars and ("loss", 3) in scalars
 
@@ -210,8 +217,8 @@ def test_bf16_autocast_on_cpu_when_asked(tmp_path):
     model, optimizer, scheduler, checkpointer = _setup(cfg, tmp_path)
     dtypes = []
     model.rpn.head.register_forward_hook(lambda mod, inp, out: dtypes.append(out.dtype))
-    do_train(model, ToyLoader(2), optimizer, scheduler, checkpointer, "cpu", 10, {"iteration": 0}, cfg=cfg,
-             amp_dtype=torch.bfloat16)
+    do_train(model, ToyLoader(2), optimizer, scheduler, checkpointer, "cpu", {"iteration": 0},
+             _options(cfg, 10, amp_dtype=torch.bfloat16))
     assert dtypes == [torch.bfloat16, torch.bfloat16] and checkpointer.scaler is None
     assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in model.parameters())
 
@@ -220,8 +227,8 @@ def test_bf16_autocast_on_cpu_when_asked(tmp_path):
 def test_float16_autocast_uses_a_saved_grad_scaler(tmp_path):
     cfg = _cfg(max_iter=2)
     model, optimizer, scheduler, checkpointer = _setup(cfg, tmp_path)
-    do_train(model, ToyLoader(2), optimizer, scheduler, checkpointer, "cpu", 10, {"iteration": 0}, cfg=cfg,
-             use_amp=True, amp_dtype=torch.float16)
+    do_train(model, ToyLoader(2), optimizer, scheduler, checkpointer, "cpu", {"iteration": 0},
+             _options(cfg, 10, use_amp=True, amp_dtype=torch.float16))
     assert isinstance(checkpointer.scaler, torch.amp.GradScaler)
     assert "scaler" in torch.load(tmp_path / "model_final.pth", weights_only=True)
 
@@ -231,13 +238,24 @@ def test_batches_with_too_many_negatives_are_skipped(tmp_path):
 
     class NegativeLoader(ToyLoader):
         def __iter__(self):
-            for i, (images, targets, idxs, pmap, _, __) in enumerate(super().__iter__()):
+            for i, batch in enumerate(super().__iter__()):
                 if i == 1:
                     empty = BoxList(torch.zeros(0, 4), (10, 10))
                     empty.add_field("caption", "nothing")
-                    targets = (targets[0], empty)
-                yield images, targets, idxs, pmap, None, None
+                    batch = batch._replace(targets=(batch.targets[0], empty))
+                yield batch
 
     model, optimizer, scheduler, checkpointer = _setup(cfg, tmp_path)
-    do_train(model, NegativeLoader(3), optimizer, scheduler, checkpointer, "cpu", 10, {"iteration": 0}, cfg=cfg)
+    do_train(model, NegativeLoader(3), optimizer, scheduler, checkpointer, "cpu", {"iteration": 0}, _options(cfg, 10))
     assert len(model.calls) == 2 and scheduler.last_epoch == 2
+
+
+def test_train_options_take_the_checkpoint_period_in_epochs_when_asked():
+    cfg = _cfg(max_iter=6)
+    cfg.SOLVER.CHECKPOINT_PERIOD = 5
+    assert train_options(cfg, max_iter=12).checkpoint_period == 5
+    cfg.SOLVER.MAX_EPOCH, cfg.SOLVER.CHECKPOINT_PER_EPOCH = 3, 0.5
+    options = train_options(cfg, max_iter=12)  # 12 iterations for 3 epochs: half an epoch is 2 iterations
+    assert options.checkpoint_period == 2 and options.max_iter == 12 and options.ema_decay == 0.9
+    cfg.SOLVER.CHECKPOINT_PER_EPOCH = 0.1
+    assert train_options(cfg, max_iter=12).checkpoint_period == 1  # never below one iteration
