@@ -34,6 +34,9 @@ Paths resolve under ``$DATASET`` (see DATA.md). The run stops at once with an er
 json has no categories, boxes use unknown category ids, or the caption of all class names exceeds 256 tokens
 (the remedy is chunking: one task per group of classes, ``TEST.CHUNKED_EVALUATION`` for evaluation). Few-shot
 files of a custom set: ``python -m glip.data.fewshot --ann-file mydata/train/annotations.json``.
+
+Ctrl-C or SIGTERM ends the run after the iteration in progress with a checkpoint of it (exit status 128 + the
+signal number); the same command resumes it.
 """
 import importlib.util
 import logging
@@ -69,8 +72,12 @@ def run(argv=None) -> int:
     run_logger.info("Loaded configuration file %s", args.config_file)
     run_logger.info("Running with config:\n%s", cfg)
     cli.save_config(cfg, os.path.join(cfg.OUTPUT_DIR, "config.yml"))
+    from glip.engine.hooks import TrainingInterrupted
+
     try:
         return main(cfg, args)
+    except TrainingInterrupted as stop:  # SIGINT / SIGTERM: the trainer checkpointed and logged how to resume
+        return stop.exit_code
     finally:
         if hasattr(cli, "shutdown_distributed"):
             cli.shutdown_distributed()

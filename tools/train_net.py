@@ -9,7 +9,8 @@ with the usual torchrun flags); ``SOLVER.IMS_PER_BATCH`` is the global batch.
 
 ``OUTPUT_DIR`` receives (from rank 0 only) ``log.txt``, ``config.yml`` and the checkpoints (``model_XXXXXXX.pth``
 every ``SOLVER.CHECKPOINT_PERIOD`` iterations, ``model_final.pth``, ``last_checkpoint``). Running the same command
-again after a stop resumes from ``last_checkpoint`` (see ``glip.engine.run``).
+again after a stop resumes from ``last_checkpoint`` (see ``glip.engine.run``). Ctrl-C or SIGTERM ends the run after
+the iteration in progress, with a checkpoint of it, and the exit status 128 + the signal number.
 """
 import importlib.util
 import logging
@@ -66,7 +67,12 @@ def run(argv=None):
     if args.save_original_config and args.config_file and cli.current_rank() == 0:
         shutil.copy(args.config_file, os.path.join(cfg.OUTPUT_DIR, "config_original.yml"))
     cli.save_config(cfg, config_path)
-    code = main(cfg, args)
+    from glip.engine.hooks import TrainingInterrupted
+
+    try:
+        code = main(cfg, args)
+    except TrainingInterrupted as stop:  # SIGINT / SIGTERM: the trainer checkpointed and logged how to resume
+        code = stop.exit_code
     cli.shutdown_distributed()
     return code
 

@@ -44,9 +44,9 @@ def inference(model, data_loader, dataset_name, iou_types=("bbox",), box_only=Fa
               visualizer=None) -> Optional[EvalResult]:
     """Run `model` over `data_loader` and evaluate with the dataset's protocol (see the module docstring).
 
-    Batches are `glip.data.collate.Batch` (`images`, `targets`, dataset `indices`, ...). `visualizer`, if given, is called on every batch as
-    `visualizer(images, targets, indices, outputs)` with the per-image BoxLists (network-input pixels). Returns
-    the evaluator's `EvalResult` on rank 0, None on other ranks.
+    Batches are `glip.data.collate.Batch` (`images`, `targets`, dataset `indices`, ...). `visualizer`, if given,
+    is called on every batch as `visualizer(images, targets, indices, outputs)` with the per-image BoxLists
+    (network-input pixels). Returns the evaluator's `EvalResult` on rank 0, None on other ranks.
     """
     check_options(cfg)
     dataset = data_loader.dataset

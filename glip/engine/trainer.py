@@ -152,7 +152,7 @@ class Trainer:
 
     def _loop(self, data_loader):
         end = time.time()
-        for position, batch in enumerate(data_loader, self.start_iter + 1):
+        for position, batch in enumerate(self._iterate(data_loader), self.start_iter + 1):
             if _too_many_negatives(batch.targets, self.options.max_neg_per_batch):
                 logger.info("[WARNING] Sampled %d negative in %d in a batch, greater the allowed ratio %s, skip",
                             sum(len(t) < 1 for t in batch.targets), len(batch.targets),
@@ -169,6 +169,17 @@ class Trainer:
                     return
             if self.iteration >= self.max_iter:
                 return
+
+    def _iterate(self, data_loader):
+        """``iter(data_loader)``; when resuming, without a draw from the global torch RNG. (A DataLoader draws its
+        workers' base seed when an iterator is made: the uninterrupted run drew it at iteration 0, before the
+        state the checkpoint holds, so drawing again after the restore would shift every later random number.)"""
+        if self.start_iter == 0:
+            return iter(data_loader)
+        state = torch.get_rng_state()
+        iterator = iter(data_loader)
+        torch.set_rng_state(state)
+        return iterator
 
     def run_step(self, batch: Batch) -> StepResult:
         """One optimisation step on ``batch`` (see the module docstring)."""
