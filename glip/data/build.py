@@ -188,3 +188,6 @@ def make_data_loader(cfg, is_train: bool = True, is_distributed: bool = False, n
     if is_train and not cfg.DATASETS.ALTERNATIVE_TRAINING and not cfg.DATASETS.MULTISTAGE_TRAINING:
         return loaders[0]
     return loaders
+
+
+__all__ = ["make_data_loader", "build_dataset", "train_iterations", "make_data_sampler", "make_batch_data_sampler"]

@@ -154,3 +154,6 @@ def run_finetune(cfg, args, train_fn: Optional[Callable] = None, pretrained_lang
         cli.save_config(run_spec.cfg, os.path.join(run_spec.cfg.OUTPUT_DIR, "config.yml"))
         models.append(finetune_task(run_spec, args, train_fn, pretrained_language))
     return models
+
+
+__all__ = ["run_finetune", "finetune_task", "prepare_model", "evaluate_splits", "load_best", "save_task_prompt"]

@@ -188,3 +188,6 @@ def _run_batch(model, images: ImageList, targets, task: str, queries, maps, plus
     if len(per_chunk) == 1:
         return per_chunk[0]
     return [BoxList.concate_box_list([chunk[i] for chunk in per_chunk]) for i in range(count)]
+
+
+__all__ = ["inference", "inference_on_dataset", "make_batch_runner", "check_options", "label_offset"]

@@ -271,3 +271,8 @@ def run_test(cfg, model, distributed: bool = False, output_dir: Optional[str] = 
                                  output_folder=folder, cfg=cfg))
         synchronize()
     return results
+
+
+__all__ = ["train", "run_test", "seed_everything", "load_initial_weights", "resume_or_load", "build_model_on_device",
+           "prepare_for_training", "validation_loader", "make_val_fn", "eval_score", "wrap_distributed",
+           "reset_bn_statistics", "restart_loader_at", "load_pretrained_language", "make_tensorboard_writer"]
