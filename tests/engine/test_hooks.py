@@ -79,3 +79,29 @@ def test_handlers_are_left_alone_outside_the_main_thread():
     thread.start()
     thread.join()
     assert seen == [{}]
+
+
+def _stop_worker(rank, init_file, out_dir, results):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method="file://" + init_file, rank=rank, world_size=2)
+    try:
+        schedule = {2: [signal.SIGTERM]} if rank == 1 else {}  # only rank 1 is signalled
+        try:
+            toy_run(toy_cfg(max_iter=6), os.path.join(out_dir, str(rank)), period=10,
+                    model_cls=signalling_detector(schedule))
+        except TrainingInterrupted as stop:
+            results[rank] = (stop.iteration, stop.signum)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow  # spawning two interpreters takes tens of seconds on the shared machine
+def test_every_rank_stops_after_the_same_iteration(tmp_path):
+    import torch.multiprocessing as mp
+
+    results = mp.Manager().dict()
+    mp.spawn(_stop_worker, args=(str(tmp_path / "init"), str(tmp_path), results), nprocs=2)
+    assert dict(results) == {0: (2, signal.SIGTERM), 1: (2, signal.SIGTERM)}
+    for rank in ("0", "1"):  # both wrote here (each its own folder): the checkpoint of iteration 2
+        assert (tmp_path / rank / "last_checkpoint").read_text() == "model_0000002.pth"
