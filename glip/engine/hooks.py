@@ -172,7 +172,7 @@ class StopOnSignalHook(HookBase):
     :class:`TrainingInterrupted` is raised. Never mid-step: the request is looked at after the other hooks of an
     iteration, and reduced over processes so that every rank stops after the same iteration. A second signal
     gets the previous handler's behaviour at once (KeyboardInterrupt, termination). The handlers are installed
-    for the loop only, and only from the main thread."""
+    for the loop only, only from the main thread, and not for a signal the process ignores."""
 
     def __init__(self, signals=(signal.SIGINT, signal.SIGTERM)):
         self.signals = tuple(signals)
@@ -184,7 +184,8 @@ class StopOnSignalHook(HookBase):
             logger.debug("not the main thread: training does not stop gracefully on signals")
             return
         for signum in self.signals:
-            self._previous[signum] = signal.signal(signum, self._on_signal)
+            if signal.getsignal(signum) is not signal.SIG_IGN:  # e.g. SIGINT of a background job stays ignored
+                self._previous[signum] = signal.signal(signum, self._on_signal)
 
     def _on_signal(self, signum, frame):
         if not self.received:

@@ -105,3 +105,13 @@ def test_every_rank_stops_after_the_same_iteration(tmp_path):
     assert dict(results) == {0: (2, signal.SIGTERM), 1: (2, signal.SIGTERM)}
     for rank in ("0", "1"):  # both wrote here (each its own folder): the checkpoint of iteration 2
         assert (tmp_path / rank / "last_checkpoint").read_text() == "model_0000002.pth"
+
+
+def test_an_ignored_signal_stays_ignored(tmp_path):
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as for a background job
+    try:
+        _, _, _, _, arguments = toy_run(toy_cfg(max_iter=3), tmp_path,
+                                        model_cls=signalling_detector({2: [signal.SIGINT]}))
+        assert arguments["iteration"] == 3 and signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
