@@ -180,7 +180,12 @@ def _offsets_counter(cfg, tokenizer=None):
 
 def check_caption(caption: Union[str, Sequence[str]], tokenizer, max_query_len: int) -> None:
     """Refuse an empty caption, an empty class name, a free caption longer than ``max_query_len`` tokens, or a
-    class name that alone is longer (class lists longer than that are split into prompts by the predictor)."""
+    class name that alone is longer (class lists, and "a. b. c." captions, longer than that are split into prompts by
+    the predictor)."""
+    from glip.engine.phrases import is_separator_list, split_on_separator
+
+    if isinstance(caption, str) and caption.strip() and is_separator_list(caption):
+        caption = [phrase.text for phrase in split_on_separator(caption)]
     if isinstance(caption, str):
         if not caption.strip():
             raise DataError("the caption is empty; give a caption, or class names with --categories")

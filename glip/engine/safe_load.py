@@ -70,11 +70,15 @@ def load_checkpoint(path: Union[str, Path], mmap: bool = False, trust: bool = No
             return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
         refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
-        if refused or "Weights only load failed" in str(err):
-            what = "the Python object {}".format(refused.group(1)) if refused else "pickled data beyond tensors"
+        if refused:
             raise UntrustedCheckpointError(
-                "refused to load {}: it holds {}, and unpickling it could run code; if you trust the file, set "
-                "{}=1".format(path, what, TRUST_ENV)) from None
+                "refused to load {}: it holds the Python object {}, and unpickling it could run code; if you trust "
+                "the file, set {}=1".format(path, refused.group(1), TRUST_ENV)) from None
+        detail = re.search(r"WeightsUnpickler error:\s*(.+)", str(err))
+        if detail:
+            raise WeightFileError(
+                "weight file {} is not plain checkpoint data ({}): it is corrupt, or holds pickled objects; if you "
+                "trust the file, set {}=1".format(path, detail.group(1).strip(), TRUST_ENV)) from None
         raise _unreadable(path, err) from err
     except Exception as err:  # torch raises RuntimeError, KeyError, EOFError, ... for files that are not checkpoints
         raise _unreadable(path, err) from err
