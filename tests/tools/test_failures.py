@@ -261,10 +261,31 @@ def test_no_checkpoint_code_ran(inputs, launched):
     assert not (inputs / "CODE_RAN").exists()
 
 
-def test_cuda_config_warns_once_and_runs_on_the_cpu(inputs, launched):
-    """The official configs say MODEL.DEVICE cuda; here (no CUDA) the first run warns in one line."""
+def test_cuda_config_warns_once_without_cuda(inputs, launched):
+    """The official configs say MODEL.DEVICE cuda; without CUDA the first run of the process warns in one line."""
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     warnings = [line for result in launched.values() for line in result["stderr"].splitlines()
                 if "no CUDA device: running on the CPU" in line]
     assert len(warnings) == 1 and warnings[0].startswith("MODEL.DEVICE is cuda but")
+
+
+@pytest.mark.slow
+def test_official_config_runs_on_the_cpu_without_model_device(tmp_path, monkeypatch):
+    """test_grounding_net end to end through its command line with the official GLIP-T config (MODEL.DEVICE cuda)
+    and no MODEL.DEVICE option: on a machine without CUDA it warns once and evaluates on the CPU."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tgn_tests", Path(__file__).with_name("test_test_grounding_net.py"))
+    tgn_tests = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tgn_tests)
+    argv, _ = tgn_tests.prepare_tiny_run(tmp_path, monkeypatch)
+    at = argv.index("MODEL.DEVICE")
+    del argv[at:at + 2]
+    env = dict(_env(tmp_path), DATASET=str(tmp_path / "data"))
+    result = subprocess.run([sys.executable, tool("test_grounding_net"), *argv, "OUTPUT_DIR", str(tmp_path / "out")],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "out/eval/tiny_glip/inference/test/bbox.json").is_file()
+    warned = "MODEL.DEVICE is cuda but this machine has no CUDA device: running on the CPU" in result.stderr
+    assert warned != torch.cuda.is_available()
