@@ -3,7 +3,7 @@
 Usage (as the reference):
     python tools/test_grounding_net.py --config-file configs/pretrain/glip_Swin_T_O365_GoldG.yaml \
         --weight MODEL/glip_tiny_model_o365_goldg.pth [--task_config configs/odinw_13/pothole.yaml] \
-        TEST.IMS_PER_BATCH 1 MODEL.DEVICE cpu OUTPUT_DIR OUTPUT
+        TEST.IMS_PER_BATCH 1 OUTPUT_DIR OUTPUT
 
 Results go to ``OUTPUT_DIR/eval/<weight file stem>/inference/<dataset>/`` (``OUTPUT_DIR/inference/``
 without ``--weight``); the log to ``log.txt`` in ``OUTPUT_DIR/eval/<stem>``.
