@@ -33,6 +33,7 @@ def _run_tool(tool, args, cwd, env_extra=None):
     env = dict(os.environ)
     env.pop("LOCAL_RANK", None)
     env.pop("WORLD_SIZE", None)
+    env["PYTHONPATH"] = str(REPO)  # this checkout's glip, not an installed one
     env.update(env_extra or {})
     return subprocess.run([sys.executable, str(REPO / "tools" / (tool + ".py"))] + args, cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)
