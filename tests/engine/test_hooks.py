@@ -10,6 +10,14 @@ from helpers.toy_training import ToyDetector, toy_cfg, toy_run
 from glip.engine.hooks import StopOnSignalHook, TrainingInterrupted
 
 
+@pytest.fixture(autouse=True)
+def sigint_handled():
+    """Run as a foreground process would: a background job starts with SIGINT ignored, which the hook respects."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def signalling_detector(schedule):
     """A ToyDetector class that sends itself the signals ``schedule[call]`` during its forward of that call."""
 
