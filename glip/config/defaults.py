@@ -62,7 +62,8 @@ _C.DATASETS.FEW_SHOT = 0
 _C.DATASETS.SHUFFLE_SEED = 0
 _C.DATASETS.ALTERNATIVE_TRAINING = False
 _C.DATASETS.MULTISTAGE_TRAINING = False
-# name -> {img_dir, ann_file, ...}: datasets added to the catalog at run time.
+# name -> {[factory,] img_dir, ann_file, ...}: datasets added to the catalog at run time
+# (glip.config.paths_catalog.register_datasets).
 _C.DATASETS.REGISTER = CN(new_allowed=True)
 _C.DATASETS.BOX_THRESHOLD = 0.1
 # Repetition factors of the pre-training sources (-1: no repetition wrapper).
@@ -191,6 +192,8 @@ _C.SOLVER.DISABLE_OUTPUT_DISTRIBUTED = False
 # -1: tune everything; 1: language model only; 1.5: language model and box head.
 _C.SOLVER.PROMPT_PROBING_LEVEL = -1.0
 _C.SOLVER.FIND_UNUSED_PARAMETERS = True
+# Schema only: the reference's loader writes the training set's length here; this package computes the
+# schedule from it without writing the config (glip.data.build.train_iterations) and logs both.
 _C.SOLVER.DATASET_LENGTH = -1
 # One of None, "full", "linear_prob", "language_prompt_v1" .. "language_prompt_v4".
 _C.SOLVER.TUNING_HIGHLEVEL_OVERRIDE = None

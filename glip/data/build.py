@@ -1,35 +1,36 @@
 """Data loaders from the config: datasets by catalog name, transforms, samplers and the batch collator.
 
 ``make_data_loader(cfg, is_train, is_distributed, start_iter)`` follows the reference: training returns ONE loader
-over the concatenation of ``DATASETS.TRAIN`` (iteration-based, ``SOLVER.MAX_ITER`` batches, or
-``SOLVER.MAX_EPOCH`` epochs which also sets ``SOLVER.MAX_ITER`` / ``SOLVER.DATASET_LENGTH`` in ``cfg``); testing
-returns a list with one sequential loader per ``DATASETS.TEST`` entry.
+over the concatenation of ``DATASETS.TRAIN`` (iteration-based: ``SOLVER.MAX_ITER`` batches, or
+:func:`train_iterations` batches for ``SOLVER.MAX_EPOCH`` epochs); testing returns a list with one sequential
+loader per ``DATASETS.TEST`` entry. The config is only read, never written.
+
+Each name is resolved through the dataset catalog (``glip.config.paths_catalog``) to a registered factory
+(``glip.data.datasets.registry``), which receives its catalog arguments, the run arguments it declares
+(:func:`run_arguments`) and the config options it declares (``glip.data.dataset_options``).
 """
-import json
 import logging
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 import torch
 
-from glip.data import datasets as D
 from glip.data.collate import BatchCollator, BBoxAugCollator
-from glip.data.datasets.coco import parse_override_category
+from glip.data.dataset_options import check_options, option_values
 from glip.data.datasets.concat import ConcatDataset, RepeatedDataset
+from glip.data.datasets.registry import factory_of
 from glip.data.positive_map import load_tokenizer
 from glip.data.samplers import (
     DistributedSampler,
     GroupedBatchSampler,
     IterationBasedBatchSampler,
     aspect_ratio_groups,
+    iterations_for_epochs,
 )
 from glip.data.transforms import build_transforms
 
 logger = logging.getLogger(__name__)
 
-GROUNDING_FACTORIES = ("CocoGrounding", "CocoDetectionTSV", "Object365DetectionTSV", "MixedDataset",
-                       "FlickrDataset", "ModulatedDataset")
-TSV_FACTORIES = ("ODTSVDataset", "CocoDetectionTSV", "Object365DetectionTSV")
-
+# Catalog names repeated by their own DATASETS.*_COPY key; other names use GENERAL_COPY(_TEST).
 _COPY_KEYS = {
     "flickr30k_train": "FLICKR_COPY",
     "mixed_train": "MIXED_COPY",
@@ -44,50 +45,25 @@ _COPY_KEYS = {
 }
 
 
-def _maybe_json(value):
-    return json.loads(value) if isinstance(value, str) else value
+def train_iterations(cfg, dataset_len: int) -> int:
+    """The training schedule length: ``SOLVER.MAX_EPOCH`` epochs of ``dataset_len`` images
+    (:func:`iterations_for_epochs`) when ``MAX_EPOCH > 0``, else ``SOLVER.MAX_ITER``."""
+    solver = cfg.SOLVER
+    if solver.MAX_EPOCH > 0:
+        return iterations_for_epochs(solver.MAX_EPOCH, dataset_len, solver.IMS_PER_BATCH)
+    return solver.MAX_ITER
 
 
-def dataset_extra_args(cfg, is_train: bool, tokenizer=None) -> dict:
-    """Keyword arguments every dataset of this run receives (the reference's ``extra_args``)."""
-    d = cfg.DATASETS
-    args = {}
-    if is_train:
-        if d.USE_CROWD:
-            args["ignore_crowd"] = False
-        if d.MAX_BOX > 0:
-            args["max_box"] = d.MAX_BOX
-        if d.FEW_SHOT > 0:
-            args["few_shot"] = d.FEW_SHOT
-        if d.SHUFFLE_SEED != 0:
-            args["shuffle_seed"] = d.SHUFFLE_SEED
-        if d.RANDOM_SAMPLE_NEG > 0:
-            args["random_sample_negative"] = d.RANDOM_SAMPLE_NEG
-        if d.ADD_DET_PROMPT:
-            args["add_detection_prompt"] = True
-        if d.DISABLE_SHUFFLE:
-            args["disable_shuffle"] = True
-        if len(d.CONTROL_PROB) == 4:
-            args["control_probabilities"] = tuple(d.CONTROL_PROB)
-        if d.DISABLE_CLIP_TO_IMAGE:
-            args["disable_clip_to_image"] = True
-        if d.NO_MINUS_ONE_FOR_ONE_HOT:
-            args["no_minus_one_for_one_hot"] = True
-        args["separation_tokens"] = d.SEPARATION_TOKENS
-        args["no_mask_for_od"] = cfg.MODEL.DYHEAD.FUSE_CONFIG.NO_MASK_FOR_OD
-        args["no_mask_for_gold"] = cfg.MODEL.DYHEAD.FUSE_CONFIG.NO_MASK_FOR_GOLD
-        args["special_safeguard_for_coco_grounding"] = d.SPECIAL_SAFEGUARD_FOR_COCO_GROUNDING
-        args["class_agnostic"] = d.CLASS_AGNOSTIC
-        args["sample_ratio"] = d.SAMPLE_RATIO
-    if d.ONE_HOT:
-        args["one_hot"] = True
-    if d.OVERRIDE_CATEGORY and d.USE_OVERRIDE_CATEGORY:
-        args["override_category"] = parse_override_category(d.OVERRIDE_CATEGORY)
-    args["caption_prompt"] = _maybe_json(d.CAPTION_PROMPT)
-    args["use_caption_prompt"] = d.USE_CAPTION_PROMPT
-    args["tokenizer"] = tokenizer if tokenizer is not None else load_tokenizer(
-        cfg.MODEL.LANGUAGE_BACKBONE.TOKENIZER_TYPE)
-    return args
+def run_arguments(cfg, is_train: bool, transforms) -> dict:
+    """Constructor arguments fixed by the run rather than by a dataset option; each factory takes those it
+    declares (``tokenizer`` is added by :func:`build_dataset` when a factory declares it)."""
+    return {
+        "transforms": transforms,
+        "remove_images_without_annotations": is_train,
+        "return_tokens": True,
+        "max_query_len": cfg.MODEL.LANGUAGE_BACKBONE.MAX_QUERY_LEN,
+        "max_num_labels": cfg.TEST.MDETR_STYLE_AGGREGATE_CLASS_NUM,
+    }
 
 
 def _copies(cfg, name: str, is_train: bool) -> int:
@@ -96,39 +72,33 @@ def _copies(cfg, name: str, is_train: bool) -> int:
     return cfg.DATASETS.GENERAL_COPY if is_train else cfg.DATASETS.GENERAL_COPY_TEST
 
 
-def build_dataset(cfg, dataset_list, transforms, catalog, is_train: bool = True, extra_args: Optional[dict] = None):
+def build_dataset(cfg, dataset_list, transforms, catalog, is_train: bool = True, tokenizer=None):
     """Datasets named in ``dataset_list`` (suffixed with ``DATASETS.TRAIN/TEST_DATASETNAME_SUFFIX``).
 
     Returns a list: one dataset per name for testing, a single (concatenated) dataset for training.
-    ``*_COPY`` / ``GENERAL_COPY`` values other than -1 repeat a dataset that many times.
+    ``*_COPY`` / ``GENERAL_COPY`` values other than -1 repeat a dataset that many times. Factories and options
+    are checked for every name before any dataset is built; ``tokenizer`` defaults to
+    ``MODEL.LANGUAGE_BACKBONE.TOKENIZER_TYPE``'s, loaded only when a factory takes one.
     """
     if not isinstance(dataset_list, (list, tuple)):
         raise RuntimeError("dataset_list should be a list of strings, got {}".format(dataset_list))
     suffix = cfg.DATASETS.TRAIN_DATASETNAME_SUFFIX if is_train else cfg.DATASETS.TEST_DATASETNAME_SUFFIX
+    names = [base_name + suffix for base_name in dataset_list]
+    factories = [factory_of(name, catalog) for name in names]
+    check_options(cfg, is_train, names, factories)
+    shared_args = dict(run_arguments(cfg, is_train, transforms), **option_values(cfg, is_train))
+    if any("tokenizer" in f.parameters for f in factories):
+        shared_args["tokenizer"] = tokenizer if tokenizer is not None else load_tokenizer(
+            cfg.MODEL.LANGUAGE_BACKBONE.TOKENIZER_TYPE)
     datasets = []
-    for base_name in dataset_list:
-        name = base_name + suffix
-        entry = catalog.get(name)
-        factory_name = entry["factory"]
-        if not hasattr(D, factory_name):
-            raise NotImplementedError("dataset factory {} (for {}) is not implemented".format(factory_name, name))
-        args = dict(entry["args"])
-        if factory_name == "COCODataset":
-            args["remove_images_without_annotations"] = is_train
-        if factory_name in TSV_FACTORIES:
-            args["extra_fields"] = ["class"] + (["mask"] if cfg.MODEL.MASK_ON else [])
-        if factory_name in GROUNDING_FACTORIES:
-            args["return_masks"] = cfg.MODEL.MASK_ON
-            args["return_tokens"] = True
-            args["max_num_labels"] = cfg.TEST.MDETR_STYLE_AGGREGATE_CLASS_NUM
-            args["max_query_len"] = cfg.MODEL.LANGUAGE_BACKBONE.MAX_QUERY_LEN
-        args["transforms"] = transforms
-        args.update(extra_args or {})
-        dataset = getattr(D, factory_name)(**args)
+    for name, factory in zip(names, factories):
+        args = factory.catalog_args(name, catalog.get(name))
+        args.update({k: v for k, v in shared_args.items() if k in factory.parameters})
+        dataset = factory.cls(**args)
         copies = _copies(cfg, name, is_train)
         if copies != -1:
             dataset = RepeatedDataset(dataset, copies)
-        logger.info("%s has %d data points (%s)", name, len(dataset), factory_name)
+        logger.info("%s has %d data points (%s)", name, len(dataset), factory.name)
         datasets.append(dataset)
     if not is_train:
         return datasets
@@ -174,17 +144,16 @@ def make_batch_data_sampler(dataset, sampler, aspect_grouping, images_per_batch:
 
 
 def make_data_loader(cfg, is_train: bool = True, is_distributed: bool = False, num_replicas=None, rank=None,
-                     start_iter: int = 0, tokenizer=None, catalog=None):
+                     start_iter: int = 0, tokenizer=None, catalog=None, dataset_names: Optional[Sequence[str]] = None):
     """The reference's loader construction (see the module docstring); ``catalog`` defaults to the config's
-    ``DatasetCatalog`` with ``DATASETS.REGISTER`` entries added."""
+    ``DatasetCatalog`` with ``DATASETS.REGISTER`` entries added. A training loader yields
+    ``train_iterations(cfg, len(loader.dataset))`` batches (from ``start_iter``). ``dataset_names`` replaces
+    ``DATASETS.TRAIN`` / ``DATASETS.TEST`` (e.g. finetune's registered ``test`` split)."""
     from glip.config.paths_catalog import DatasetCatalog, register_datasets
     from glip.utils.comm import get_world_size
 
     num_gpus = num_replicas or get_world_size()
-    if is_train:
-        images_per_batch, shuffle, num_iters = cfg.SOLVER.IMS_PER_BATCH, True, cfg.SOLVER.MAX_ITER
-    else:
-        images_per_batch, shuffle, num_iters, start_iter = cfg.TEST.IMS_PER_BATCH, is_distributed, None, 0
+    images_per_batch = cfg.SOLVER.IMS_PER_BATCH if is_train else cfg.TEST.IMS_PER_BATCH
     if images_per_batch % num_gpus != 0:
         raise ValueError("IMS_PER_BATCH ({}) must be divisible by the number of processes ({})".format(
             images_per_batch, num_gpus))
@@ -195,25 +164,23 @@ def make_data_loader(cfg, is_train: bool = True, is_distributed: bool = False, n
         register_datasets(cfg, is_train)
         catalog = DatasetCatalog
     dataset_list = cfg.DATASETS.TRAIN if is_train else cfg.DATASETS.TEST
+    if dataset_names is not None:
+        dataset_list = tuple(dataset_names)
     transforms = None if not is_train and cfg.TEST.USE_MULTISCALE else build_transforms(cfg, is_train)
-    extra_args = dataset_extra_args(cfg, is_train, tokenizer)
-    datasets = build_dataset(cfg, dataset_list, transforms, catalog, is_train, extra_args)
+    datasets = build_dataset(cfg, dataset_list, transforms, catalog, is_train, tokenizer)
 
     loaders = []
     for dataset in datasets:
-        if is_train and cfg.SOLVER.MAX_EPOCH > 0:
-            num_iters = cfg.SOLVER.MAX_EPOCH * len(dataset) // cfg.SOLVER.IMS_PER_BATCH
-            logger.info("number of iterations: %d", num_iters)
-            frozen = cfg.is_frozen()
-            cfg.defrost()
-            cfg.SOLVER.MAX_ITER = num_iters
-            cfg.SOLVER.DATASET_LENGTH = len(dataset)
-            if frozen:
-                cfg.freeze()
-        sampler = make_data_sampler(dataset, shuffle, is_distributed, num_replicas, rank,
-                                    cfg.DATALOADER.USE_RANDOM_SEED, seed=cfg.DATASETS.SHUFFLE_SEED)
+        num_iters = None
+        if is_train:
+            num_iters = train_iterations(cfg, len(dataset))
+            logger.info("number of iterations: %d (dataset of %d images, SOLVER.MAX_EPOCH %d, SOLVER.MAX_ITER %d)",
+                        num_iters, len(dataset), cfg.SOLVER.MAX_EPOCH, cfg.SOLVER.MAX_ITER)
+        sampler = make_data_sampler(dataset, shuffle=is_train or is_distributed, distributed=is_distributed,
+                                    num_replicas=num_replicas, rank=rank,
+                                    use_random_seed=cfg.DATALOADER.USE_RANDOM_SEED, seed=cfg.DATASETS.SHUFFLE_SEED)
         batch_sampler = make_batch_data_sampler(dataset, sampler, aspect_grouping, images_per_gpu, num_iters,
-                                                start_iter, drop_last=is_train)
+                                                start_iter if is_train else 0, drop_last=is_train)
         collator = (BBoxAugCollator() if not is_train and cfg.TEST.USE_MULTISCALE
                     else BatchCollator(cfg.DATALOADER.SIZE_DIVISIBILITY))
         loaders.append(torch.utils.data.DataLoader(dataset, num_workers=cfg.DATALOADER.NUM_WORKERS,
@@ -221,3 +188,6 @@ def make_data_loader(cfg, is_train: bool = True, is_distributed: bool = False, n
     if is_train and not cfg.DATASETS.ALTERNATIVE_TRAINING and not cfg.DATASETS.MULTISTAGE_TRAINING:
         return loaders[0]
     return loaders
+
+
+__all__ = ["make_data_loader", "build_dataset", "train_iterations", "make_data_sampler", "make_batch_data_sampler"]

@@ -4,9 +4,21 @@ One module shared by the data pipeline (training targets) and the model's infere
 
 Terms (as in GLIP):
 * ``tokens_positive``: per box (or label) a list of character spans ``[(beg, end), ...]`` in the caption.
-* positive map: ``(N, max_len)`` float; row ``i`` is 1 on every token any span of item ``i`` covers. The reference's
-  ``create_positive_map`` returns it row-normalised (``row / (row.sum() + 1e-6)``); the collator makes it binary.
-* label-to-token dict: ``{label: [token indices]}`` used by post-processing to turn token scores into class scores.
+
+The reference calls three different things ``positive_map``; the model code gives each its own name:
+
+1. The target field ``"positive_map"`` of one training sample's BoxList (name kept: datasets, the collator and
+   users read it): ``(num_boxes, 256)`` float, row ``i`` marks every token any span of box ``i`` covers,
+   row-normalised (``row / (row.sum() + 1e-6)``) as :func:`create_positive_map` builds it.
+2. ``token_targets`` (the model's training input, passed as ``model(..., positive_map=...)`` and returned by the
+   collator as ``positive_map``): the batch's field-1 maps concatenated over images in order and made binary
+   (nonzero -> 1, as :func:`binarize_positive_map`), ``(sum of boxes in the batch, 256)`` float; the ATSS loss
+   gives every positive anchor its matched box's row.
+3. ``label_to_tokens`` (the model's evaluation input, passed as ``model(..., positive_map=...)``; the
+   reference's ``positive_map_label_to_token``): a prompt's ``{label: [token indices]}`` dict, made by
+   :func:`create_queries_and_maps` (detection prompts) or
+   :func:`create_positive_map_label_to_token_from_positive_map` (from the rows of a field-1 map, grounding);
+   post-processing averages the label's token scores into its class score.
 
 A span ``[beg, end)`` covers the tokens ``char_to_token(beg) .. char_to_token(end - 1)``. When a boundary character
 maps to no token (a space, or a character the tokenizer dropped) the reference retries ``beg + 1`` then ``beg + 2``
@@ -14,15 +26,13 @@ maps to no token (a space, or a character the tokenizer dropped) the reference r
 """
 import logging
 import re
-from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
 logger = logging.getLogger(__name__)
 
 MAX_QUERY_LEN = 256
-BERT_ASSETS = Path(__file__).resolve().parent.parent / "assets" / "bert-base-uncased"
 
 Span = Tuple[int, int]
 
@@ -36,23 +46,11 @@ def clean_name(name: str) -> str:
 
 
 def load_tokenizer(name_or_path: Optional[str] = None):
-    """The BERT uncased tokenizer (shipped vocab, offline).
+    """The tokenizer of ``name_or_path`` (default ``bert-base-uncased``, found offline through the local HF cache or
+    the shipped vocab): :func:`glip.text.build_tokenizer`."""
+    from glip.text import build_tokenizer
 
-    Uses ``glip.modeling.language.build_tokenizer`` when that exists, else ``BertTokenizerFast`` on the bundled
-    folder. ``None`` or ``"bert-base-uncased"`` select the bundled folder.
-    """
-    target = name_or_path
-    if target is None or target == "bert-base-uncased":
-        target = str(BERT_ASSETS)
-    try:
-        from glip.modeling.language import build_tokenizer
-    except ImportError:
-        build_tokenizer = None
-    if build_tokenizer is not None:
-        return build_tokenizer(name_or_path or "bert-base-uncased")
-    from transformers import BertTokenizerFast
-
-    return BertTokenizerFast.from_pretrained(target)
+    return build_tokenizer(name_or_path or "bert-base-uncased")
 
 
 def build_caption(
@@ -214,26 +212,6 @@ def create_queries_and_maps_from_dataset(dataset, cfg, tokenizer=None):
         dataset.categories(), tokenizer, chunk_size=cfg.TEST.CHUNKED_EVALUATION,
         separation_tokens=cfg.DATASETS.SEPARATION_TOKENS, caption_prompt=caption_prompt if use_prompt else None,
         additional_labels=cfg.DATASETS.SUPRESS_QUERY if cfg.DATASETS.USE_SUPRESS_QUERY else None)
-
-
-def label_to_token_to_tensor(
-    label_to_token: Dict[int, Iterable[int]], max_len: int = MAX_QUERY_LEN
-) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Dict -> ``(labels (K,) int64 sorted, map (K, max_len) float 0/1)``; row ``k`` marks the tokens of label k."""
-    labels = sorted(label_to_token)
-    token_map = torch.zeros((len(labels), max_len), dtype=torch.float)
-    for row, label in enumerate(labels):
-        tokens = list(label_to_token[label])
-        if tokens:
-            token_map[row, torch.as_tensor(tokens, dtype=torch.long)] = 1.0
-    return torch.as_tensor(labels, dtype=torch.long), token_map
-
-
-def tensor_to_label_to_token(labels: torch.Tensor, token_map: torch.Tensor) -> Dict[int, List[int]]:
-    """Inverse of :func:`label_to_token_to_tensor` (token lists sorted, duplicates merged)."""
-    return {
-        int(label): torch.nonzero(token_map[row], as_tuple=True)[0].tolist() for row, label in enumerate(labels)
-    }
 
 
 def create_greenlight_map(spans: Sequence[Sequence[int]], tokenized, max_len: int = MAX_QUERY_LEN) -> torch.Tensor:

@@ -154,3 +154,9 @@ def aspect_ratio_groups(aspect_ratios: Sequence[float], bins: Sequence[float]) -
     edges = sorted(bins)
     return [bisect.bisect_right(edges, ratio) for ratio in aspect_ratios]
 
+
+
+def iterations_for_epochs(max_epoch: int, dataset_len: int, ims_per_batch: int) -> int:
+    """Iterations of ``max_epoch`` passes over ``dataset_len`` images in batches of ``ims_per_batch`` (all
+    processes together), rounded down as the reference does: ``max_epoch * dataset_len // ims_per_batch``."""
+    return max_epoch * dataset_len // ims_per_batch

@@ -5,10 +5,11 @@ general_copy SHOT_EPOCH_COPY`` -> ``DATASETS.FEW_SHOT`` / ``SOLVER.MAX_EPOCH`` /
 ``OUTPUT_DIR/ft_task_<i>[_seed_<s>]``, the ``SOLVER.TUNING_HIGHLEVEL_OVERRIDE`` expansion) this module:
 
 1. checks a custom COCO task (categories present, caption within 256 tokens; ``glip.data.task_check``);
-2. trains with the shared entry ``glip.engine.run.train``, whose ``prepare_model`` hook applies the mode's
-   freeze policy (``glip.config.tuning``) and, when the language backbone is frozen, caches its output per
-   prompt (``glip.engine.prompt_tuning``). ``glip.engine.trainer.do_train`` evaluates on ``DATASETS.TEST``
-   (the task's ``val``) every checkpoint period when ``TEST.DURING_TRAINING`` or ``SOLVER.USE_AUTOSTEP``
+2. trains with the shared entry ``glip.engine.run.train`` under the config's freeze policy
+   (``glip.modeling.freezing.policy_from_config``: the prompt offset trains even inside a frozen RPN), and
+   its ``prepare_model`` hook applies the prompt-tuning transformation when the language backbone is frozen
+   (``glip.engine.prompt_tuning.cache_language_backbone``). ``glip.engine.trainer.do_train`` evaluates on
+   ``DATASETS.TEST`` (the task's ``val``) every checkpoint period when ``TEST.DURING_TRAINING`` or ``SOLVER.USE_AUTOSTEP``
    (``CHECKPOINT_PER_EPOCH`` sets that period in epochs), steps the plateau schedule with the result
    (``USE_AUTOSTEP``, ``STEP_PATIENCE``), keeps ``model_best.pth`` and stops after ``AUTO_TERMINATE_PATIENCE``
    evaluations without improvement;
@@ -23,12 +24,13 @@ SHOT 10000 means "no fine-tuning": the pre-trained checkpoint is copied to ``mod
 import logging
 import os
 import shutil
-from typing import Callable, List, Optional
+from typing import Callable, Optional
 
 import torch
 
-from glip.config.tuning import apply_freeze_policy, freeze_options_summary, policy_from_config
 from glip.engine.ema import unwrap_model
+from glip.engine.prompt_tuning import cache_language_backbone
+from glip.modeling.freezing import policy_from_config
 from glip.utils.comm import is_main_process
 
 logger = logging.getLogger("glip.engine.finetune")
@@ -37,39 +39,24 @@ NO_TRAINING_SHOT = 10000
 PROMPT_FILE = "tuned_prompt.pth"
 
 
-def prepare_model(cfg, model, cache_language: bool = True) -> List[str]:
-    """``run.train``'s hook: requires_grad from the config's freeze policy (+ the language cache).
+def prepare_model(cfg, model, cache_language: bool = True):
+    """``run.train``'s hook for the transfer modes; returns the model to train.
 
-    Returns the names of the trainable parameters.
+    With a frozen language backbone (``linear_prob``, ``language_prompt_v2`` / ``v4``) and ``cache_language``
+    this is :func:`glip.engine.prompt_tuning.cache_language_backbone` (the text features of each caption are
+    computed once); otherwise the model is returned unchanged. ``cfg`` is accepted for the hook's signature.
     """
-    model = unwrap_model(model)
-    policy = policy_from_config(cfg)
-    trainable = apply_freeze_policy(model, policy)
-    frozen = sum(1 for _ in model.parameters()) - len(trainable)
-    logger.info("%d parameter tensors train, %d are frozen", len(trainable), frozen)
-    for name, p in model.named_parameters():
-        logger.debug("%s : %s", name, "Not Frozen" if p.requires_grad else "Frozen")
-    logger.info("\n%s", freeze_options_summary(cfg))
-    if cache_language and policy.freeze_language:
-        from glip.engine.prompt_tuning import install_language_cache
-
-        install_language_cache(model)
-    return trainable
-
-
-def _test_config(cfg, splits):
-    test_cfg = cfg.clone()
-    test_cfg.defrost()
-    test_cfg.DATASETS.TEST = tuple(splits)
-    return test_cfg
+    if cache_language and unwrap_model(model).freeze_policy.freeze_language:
+        model = cache_language_backbone(model)
+    return model
 
 
 def evaluate_splits(cfg, model, splits, distributed: bool = False, subdir: str = "") -> list:
     """Evaluate ``model`` on each registered split; results in ``OUTPUT_DIR[/<subdir>]/inference/<split>``."""
     from glip.engine.run import run_test
 
-    test_cfg = _test_config(cfg, splits)
-    return run_test(test_cfg, model, distributed, output_dir=os.path.join(cfg.OUTPUT_DIR, subdir) if subdir else None)
+    output_dir = os.path.join(cfg.OUTPUT_DIR, subdir) if subdir else None
+    return run_test(cfg, model, distributed, output_dir=output_dir, dataset_names=splits)
 
 
 def load_best(cfg, model) -> str:
@@ -124,9 +111,12 @@ def finetune_task(run_spec, args, train_fn: Optional[Callable] = None, pretraine
     if getattr(args, "skip_train", False):
         model = _zero_shot_model(cfg, pretrained_language)
     else:
+        from glip.utils.cli import freeze_options_summary
+
+        logger.info("\n%s", freeze_options_summary(cfg))
         model = train_fn(cfg, local_rank=args.local_rank, distributed=args.distributed,
-                         skip_optimizer_resume=args.skip_optimizer_resume, prepare_model=prepare_model,
-                         pretrained_language=pretrained_language)
+                         skip_optimizer_resume=args.skip_optimizer_resume, freeze_policy=policy_from_config(cfg),
+                         prepare_model=prepare_model, pretrained_language=pretrained_language)
         if cfg.MODEL.DYHEAD.FUSE_CONFIG.ADD_LINEAR_LAYER:
             save_task_prompt(cfg, model)
     if not args.skip_test:
@@ -164,3 +154,6 @@ def run_finetune(cfg, args, train_fn: Optional[Callable] = None, pretrained_lang
         cli.save_config(run_spec.cfg, os.path.join(run_spec.cfg.OUTPUT_DIR, "config.yml"))
         models.append(finetune_task(run_spec, args, train_fn, pretrained_language))
     return models
+
+
+__all__ = ["run_finetune", "finetune_task", "prepare_model", "evaluate_splits", "load_best", "save_task_prompt"]

@@ -1,18 +1,24 @@
 """Prompt tuning: the frozen language backbone's output is computed once per prompt and cached.
 
-In ``language_prompt_v2`` / ``v4`` (and ``linear_prob``) BERT is frozen and in eval mode, so its output for a
-caption never changes; only the prompt offset ``rpn.tunable_linear`` (1000 x 768, added to the first L text
-positions) and what the mode names learn. :class:`CachedLanguageBackbone` replaces ``model.language_backbone``:
-the first time it sees a tokenised caption it runs BERT, afterwards it returns the stored features, so a
-fine-tuning step costs no text encoding. The state-dict keys stay ``language_backbone.body.model.*`` (the
-wrapped encoder is kept as ``.body``), so checkpoints are unchanged.
+In ``language_prompt_v2`` / ``v4`` (and ``linear_prob``) BERT is frozen and in eval mode (the freeze policy,
+``glip.modeling.freezing``), so its output for a caption never changes; only the prompt offset
+``rpn.tunable_linear`` (1000 x 768, added to the first L text positions) and what the mode names learn.
 
-:func:`save_prompt` writes the tuned prompt (captions, their cached text features and the offset) to a small
-file; :func:`load_prompt` installs it in a model, which then detects with those captions without any language
-backbone (``body`` may be dropped: ``drop_language_backbone=True``).
+Two explicit transformations of a detector live here:
+
+* :func:`cache_language_backbone` (called by ``glip.engine.finetune.prepare_model``) replaces
+  ``model.language_backbone`` by a :class:`CachedLanguageBackbone` around the same encoder: the first time it
+  sees a tokenised caption it runs BERT, afterwards it returns the stored features, so a fine-tuning step
+  costs no text encoding. The state-dict keys stay ``language_backbone.body.model.*`` (the wrapped encoder is
+  kept as ``.body``), so checkpoints are unchanged.
+* :func:`load_prompt` installs a tuned prompt written by :func:`save_prompt` (captions, their cached text
+  features and the offset): the offset goes into ``rpn.tunable_linear`` (``VLDyHeadModule.add_prompt_offset``),
+  the features into a cache, and the model's freeze policy gets a frozen language backbone and offset; the
+  model then detects with those captions without any language backbone (``drop_language_backbone=True``).
 """
 import logging
 from collections import OrderedDict
+from dataclasses import replace
 from typing import Dict, List, Optional, Sequence
 
 import torch
@@ -42,19 +48,10 @@ class CachedLanguageBackbone(nn.Module):
     def __init__(self, body: Optional[nn.Module], max_entries: int = 128):
         super().__init__()
         self.body = body
-        self.freeze = True
         self.max_entries = max_entries
         self._cache: "OrderedDict[tuple, Dict[str, torch.Tensor]]" = OrderedDict()
         self.hits = 0
         self.misses = 0
-        if body is not None:
-            for p in body.parameters():
-                p.requires_grad = False
-            body.eval()
-
-    def train(self, mode: bool = True):
-        """Always eval: the cache is only valid for a deterministic (frozen, dropout-free) encoder."""
-        return super().train(False)
 
     def __len__(self) -> int:
         return len(self._cache)
@@ -81,6 +78,9 @@ class CachedLanguageBackbone(nn.Module):
             if self.body is None:
                 raise KeyError("caption not in the tuned prompt and no language backbone to encode it; use one of "
                                "the prompt's captions (see load_prompt) or keep the language backbone")
+            if self.body.training:
+                raise RuntimeError("cached text features need the encoder in eval mode (a frozen language "
+                                   "backbone: MODEL.LANGUAGE_BACKBONE.FREEZE)")
             idx = torch.tensor(todo, device=input_ids.device)
             with torch.no_grad():
                 fresh = self.body(input_ids[idx], attention_mask[idx])
@@ -92,28 +92,24 @@ class CachedLanguageBackbone(nn.Module):
         return {k: torch.stack([r[k] for r in rows]).to(input_ids.device) for k in _PER_SAMPLE_KEYS}
 
 
-def install_language_cache(model: nn.Module, max_entries: int = 128) -> CachedLanguageBackbone:
-    """Replace ``model.language_backbone`` (frozen) by a :class:`CachedLanguageBackbone` around its encoder."""
-    model = unwrap_model(model)
-    current = model.language_backbone
+def cache_language_backbone(model: nn.Module, max_entries: int = 128) -> nn.Module:
+    """Prompt-tuning transformation: ``model``'s frozen language backbone becomes a :class:`CachedLanguageBackbone`.
+
+    ``model`` (a detector, DDP-wrapped or not) is changed in place and returned. Its freeze policy must freeze
+    the language backbone (``MODEL.LANGUAGE_BACKBONE.FREEZE``): the detector's ``train()`` then keeps the
+    cache's encoder in eval mode, so each caption's features are fixed. Idempotent.
+    """
+    detector = unwrap_model(model)
+    current = detector.language_backbone
     if isinstance(current, CachedLanguageBackbone):
-        return current
-    if any(p.requires_grad for p in current.parameters()):
+        return model
+    if not detector.freeze_policy.freeze_language:
         raise ValueError("the language backbone trains in this mode; its output cannot be cached "
                          "(caching needs MODEL.LANGUAGE_BACKBONE.FREEZE True)")
-    cached = CachedLanguageBackbone(current.body, max_entries=max_entries)
-    model.language_backbone = cached
+    detector.language_backbone = CachedLanguageBackbone(current.body, max_entries=max_entries)
+    detector.train(detector.training)  # the frozen language backbone (now the cache) in eval mode
     logger.info("Language features are cached per prompt (frozen language backbone)")
-    return cached
-
-
-def _ensure_offset(model: nn.Module, weight: torch.Tensor):
-    rpn = model.rpn
-    if getattr(rpn, "tunable_linear", None) is None:
-        rpn.tunable_linear = nn.Linear(weight.shape[1], weight.shape[0], bias=False)
-    with torch.no_grad():
-        rpn.tunable_linear.weight.copy_(weight)
-    rpn.tunable_linear.weight.requires_grad = False
+    return model
 
 
 def save_prompt(model: nn.Module, path: str, captions: Sequence[str]) -> dict:
@@ -141,25 +137,26 @@ def save_prompt(model: nn.Module, path: str, captions: Sequence[str]) -> dict:
 
 
 def load_prompt(model: nn.Module, path: str, drop_language_backbone: bool = True) -> List[str]:
-    """Install the prompt of ``path`` (see :func:`save_prompt`) in ``model``; returns its captions.
+    """Install the prompt of ``path`` (see :func:`save_prompt`) in ``model`` (changed in place); returns its captions.
 
     ``model.rpn.tunable_linear`` gets the tuned offset (created if the model has none) and the captions' text
-    features are served from the cache; with ``drop_language_backbone`` the BERT encoder is removed, so only
+    features are served from a cache; the model's freeze policy then freezes the language backbone and the
+    offset (a loaded prompt is fixed). With ``drop_language_backbone`` the BERT encoder is removed, so only
     these captions can be used.
     """
-    model = unwrap_model(model)
+    detector = unwrap_model(model)
     data = torch.load(path, map_location="cpu", weights_only=True)
     if data.get("format") != PROMPT_FORMAT:
         raise ValueError("{} is not a tuned-prompt file (format {!r})".format(path, data.get("format")))
-    device = next(model.parameters()).device
+    device = next(detector.parameters()).device
     if data["tunable_linear"] is not None:
-        _ensure_offset(model, data["tunable_linear"].to(device))
-    current = model.language_backbone
-    body = None if drop_language_backbone else getattr(current, "body", None)
+        detector.rpn.add_prompt_offset(data["tunable_linear"].to(device))
+    body = None if drop_language_backbone else getattr(detector.language_backbone, "body", None)
     cached = CachedLanguageBackbone(body)
     cached.store(data["input_ids"].to(device), data["attention_mask"].to(device),
                  {k: v.to(device) for k, v in data["language"].items()})
-    model.language_backbone = cached
-    if hasattr(model, "freeze_language_backbone"):
-        model.freeze_language_backbone = True
+    detector.language_backbone = cached
+    policy = detector.freeze_policy
+    detector.set_freeze_policy(replace(policy, freeze_language=True, freeze_offset=True,
+                                       add_linear_layer=policy.add_linear_layer or data["tunable_linear"] is not None))
     return list(data["captions"])

@@ -1,57 +1,35 @@
-"""Dataset evaluation: `evaluate(dataset, predictions, output_folder, **kwargs)` picks the protocol.
+"""Dataset evaluation: one `DatasetEvaluator` per protocol, chosen by the dataset's `evaluation_protocol`.
 
-Kinds (`dataset_kind`):
-- "coco": COCO / ODinW / any COCO-json dataset — `dataset.coco` (pycocotools COCO, or None for a gt-less dump),
-  `dataset.id_to_img_map` (index -> json image id), `dataset.contiguous_category_id_to_json_id`,
-  `dataset.get_img_info(index)`; predictions: list by dataset index or dict index -> BoxList (`scores`,
-  `labels` contiguous ids). Returns `(COCOResults, coco_results)` (see `glip.evaluation.coco`).
-- "lvis": LVIS v1 — the gt json from `dataset.ann_file` (or `dataset.coco.dataset`), `id_to_img_map`,
-  `get_img_info(index)` (`width`, `height`); predictions as above with `labels` = LVIS category ids. Keyword
-  `fixed_ap` (default True), `topk` (10000). Writes `bbox.csv`; returns the metrics dict (AP, APr, ...).
-Flickr30k grounding is per sentence and is driven by `glip.evaluation.flickr.FlickrEvaluator` directly.
+Protocols (`EVALUATORS`, see `glip.evaluation.evaluator`):
+- "coco" (`CocoEvaluator`): COCO / ODinW / any COCO-json dataset; box AP through pycocotools.
+- "lvis" (`LvisEvaluator`): LVIS v1, Fixed AP (or the standard AP with `DATASETS.LVIS_USE_NORMAL_AP`).
+- "flickr" (`FlickrEvaluator`): Flickr30k Entities phrase grounding, Recall@1/5/10.
+The ODinW summary over several datasets (per-dataset AP and the mean) is `glip.evaluation.odinw.summarize_tasks`.
+
+`evaluate(dataset, predictions, output_folder, **kwargs)` evaluates saved predictions (list by dataset index or
+dict index -> BoxList) with the protocol of `dataset`; `kwargs` go to the evaluator's constructor.
 """
-import logging
-import os
+from glip.evaluation import coco, flickr, lvis  # noqa: F401  (each registers its protocol)
+from glip.evaluation.evaluator import (
+    EVALUATORS,
+    DatasetEvaluator,
+    EvalResult,
+    build_evaluator,
+    evaluator_class,
+    indexed_predictions,
+    protocol_of,
+    register_evaluator,
+)
 
-logger = logging.getLogger(__name__)
-
-
-def dataset_kind(dataset):
-    """ "lvis" for LVIS datasets (class name starting with "Lvis"), "coco" for anything with a `coco` attribute."""
-    if type(dataset).__name__.lower().startswith("lvis"):
-        return "lvis"
-    if hasattr(dataset, "coco"):
-        return "coco"
-    raise NotImplementedError("Unsupported dataset type {}.".format(type(dataset).__name__))
-
-
-def evaluate(dataset, predictions, output_folder, kind=None, **kwargs):
-    """Evaluate `predictions` on `dataset` with the protocol of its kind (`kind` overrides the detection)."""
-    kind = kind or dataset_kind(dataset)
-    if kind == "coco":
-        from glip.evaluation.coco import do_coco_evaluation
-
-        return do_coco_evaluation(dataset=dataset, predictions=predictions, output_folder=output_folder, **kwargs)
-    if kind == "lvis":
-        return _lvis_evaluation(dataset, predictions, output_folder, **kwargs)
-    raise NotImplementedError("Unsupported evaluation kind {}.".format(kind))
+__all__ = ["EVALUATORS", "DatasetEvaluator", "EvalResult", "build_evaluator", "evaluate", "evaluator_class",
+           "protocol_of", "register_evaluator"]
 
 
-def _lvis_evaluation(dataset, predictions, output_folder, fixed_ap=True, topk=10000, **_):
-    from glip.evaluation.coco import indexed_predictions
-    from glip.evaluation.lvis import LvisFixedAPEvaluator, write_lvis_results
-
-    gt = getattr(dataset, "ann_file", None) or dataset.coco.dataset
-    evaluator = LvisFixedAPEvaluator(gt, topk=topk, fixed_ap=fixed_ap)
-    batch = []
-    for index, prediction in indexed_predictions(predictions):
-        info = dataset.get_img_info(index)
-        prediction = prediction.resize((info["width"], info["height"])).convert("xyxy")
-        batch.append((dataset.id_to_img_map[index], {"boxes": prediction.bbox, "scores": prediction.get_field(
-            "scores"), "labels": prediction.get_field("labels")}))
-    evaluator.update(batch)
-    lines = evaluator.summarize()
-    if output_folder and lines is not None:
-        os.makedirs(output_folder, exist_ok=True)
-        write_lvis_results(lines, os.path.join(output_folder, "bbox.csv"))
-    return evaluator.results
+def evaluate(dataset, predictions, output_folder, protocol=None, **kwargs) -> EvalResult:
+    """Evaluate `predictions` on `dataset` with its protocol (`protocol` overrides it), as one batch without
+    targets (boxes resized with the dataset's image info)."""
+    cls = evaluator_class(protocol or protocol_of(dataset))
+    evaluator = cls(dataset, output_folder=output_folder, **kwargs)
+    items = indexed_predictions(predictions)
+    evaluator.process([index for index, _ in items], [None] * len(items), [p for _, p in items])
+    return evaluator.evaluate()

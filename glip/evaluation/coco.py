@@ -4,6 +4,7 @@ Predictions are per-image `BoxList`s (fields `scores`, `labels` = contiguous cat
 the original image's coordinates; they are resized to the original size recorded in the gt json, converted to
 "xywh" with the legacy +1 width rule of `BoxList.convert`, and written as the reference writes them:
 `bbox.json` (the COCO results list) and `bbox.csv` (per-category AP table), plus `coco_results.pth`.
+`CocoEvaluator` is the protocol "coco" of `glip.evaluation.evaluator`: it also writes `predictions.pth`.
 """
 import contextlib
 import io
@@ -15,6 +16,9 @@ from collections import OrderedDict
 
 import numpy as np
 import torch
+
+from glip.evaluation.evaluator import DatasetEvaluator, as_int, indexed_predictions, register_evaluator
+from glip.utils.comm import all_gather, is_main_process
 
 logger = logging.getLogger(__name__)
 
@@ -46,13 +50,6 @@ class COCOResults:
 
     def __repr__(self):
         return repr(self.results)
-
-
-def indexed_predictions(predictions):
-    """(dataset index, BoxList) pairs of a list or of a dict keyed by dataset index."""
-    if isinstance(predictions, dict):
-        return sorted(predictions.items(), key=lambda kv: kv[0])
-    return list(enumerate(predictions))
 
 
 def prepare_for_coco_detection(predictions, dataset):
@@ -183,11 +180,7 @@ def do_coco_evaluation(dataset, predictions, output_folder=None, iou_types=("bbo
     `<output_folder>/bbox.json`, `bbox.csv` and `coco_results.pth`. Returns `(COCOResults, coco_results)`,
     e.g. `results.results["bbox"]["AP"]`.
     """
-    if box_only:
-        raise NotImplementedError("proposal (box_only) evaluation is not part of GLIP's evaluation")
-    unsupported = [t for t in iou_types if t != "bbox"]
-    if unsupported:
-        raise NotImplementedError("only bbox evaluation is implemented, got {}".format(unsupported))
+    check_supported(iou_types, box_only)
     if output_folder:
         os.makedirs(output_folder, exist_ok=True)
     logger.info("Preparing bbox results")
@@ -226,3 +219,75 @@ def check_expected_results(results, expected_results, sigma_tol):
         message = "{} > {} sanity check (actual vs. expected): {:.3f} vs. mean={:.4f}, std={:.4}, " \
                   "range=({:.4f}, {:.4f})".format(task, metric, value, mean, std, low, high)
         (logger.info if ok else logger.error)(("PASS: " if ok else "FAIL: ") + message)
+
+
+def check_supported(iou_types, box_only):
+    """Refuse proposal (`box_only`) and non-bbox evaluation by name."""
+    if box_only:
+        raise NotImplementedError("proposal (box_only) evaluation is not part of GLIP's evaluation")
+    unsupported = [t for t in iou_types if t != "bbox"]
+    if unsupported:
+        raise NotImplementedError("only bbox evaluation is implemented, got {}".format(unsupported))
+
+
+def accumulate_predictions(predictions_per_process: dict):
+    """Gather `{dataset index: prediction}` from every process; on rank 0 the list ordered by index, else None."""
+    gathered = all_gather(predictions_per_process)
+    if not is_main_process():
+        return None
+    merged = {}
+    for part in gathered:
+        merged.update(part)
+    indices = sorted(merged)
+    if indices and len(indices) != indices[-1] + 1:
+        logger.warning("Number of images gathered from the processes is not a contiguous set; "
+                       "some images might be missing from the evaluation")
+    return [merged[i] for i in indices]
+
+
+@register_evaluator("coco")
+class CocoEvaluator(DatasetEvaluator):
+    """COCO box AP of a COCO-json `dataset` (see `do_coco_evaluation` for what it needs).
+
+    Collects `{dataset index: BoxList}` (network-input pixels), gathers it on the main process as the list
+    ordered by index, saves it as `<output_folder>/predictions.pth` and evaluates it (`bbox.json`, `bbox.csv`,
+    `coco_results.pth`). Metrics `"<iou type>/<metric>"` (`bbox/AP`, `bbox/AP50`, ...); primary `bbox/AP`;
+    details `(COCOResults, coco_results)`.
+    """
+
+    primary_metric = "bbox/AP"
+
+    def __init__(self, dataset, output_folder=None, iou_types=("bbox",), box_only=False, expected_results=(),
+                 expected_results_sigma_tol=4):
+        check_supported(iou_types, box_only)
+        self.dataset = dataset
+        self.output_folder = output_folder
+        self.iou_types = tuple(iou_types)
+        self.expected_results = expected_results
+        self.expected_results_sigma_tol = expected_results_sigma_tol
+        self.reset()
+
+    @classmethod
+    def from_config(cls, cfg, dataset, output_folder=None, iou_types=("bbox",), box_only=False, expected_results=(),
+                    expected_results_sigma_tol=4, **_):
+        return cls(dataset, output_folder, iou_types, box_only, expected_results, expected_results_sigma_tol)
+
+    def reset(self):
+        self._predictions = {}
+
+    def process(self, indices, targets, outputs):
+        self._predictions.update({as_int(i): output for i, output in zip(indices, outputs)})
+
+    def evaluate(self):
+        predictions = accumulate_predictions(self._predictions)
+        if not is_main_process():
+            return None
+        if self.output_folder:
+            os.makedirs(self.output_folder, exist_ok=True)
+            torch.save(predictions, os.path.join(self.output_folder, "predictions.pth"))
+        results, coco_results = do_coco_evaluation(
+            self.dataset, predictions, self.output_folder, iou_types=self.iou_types,
+            expected_results=self.expected_results, expected_results_sigma_tol=self.expected_results_sigma_tol)
+        metrics = {"{}/{}".format(iou_type, name): float(value)
+                   for iou_type, per_type in results.results.items() for name, value in per_type.items()}
+        return self.result(metrics, (results, coco_results))

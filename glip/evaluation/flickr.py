@@ -6,13 +6,18 @@ Ground truth comes from the Flickr30k Entities files under `flickr_path`: `<subs
 if one of its k highest-scoring boxes has IoU >= 0.5 (no +1 rule) with one of its gt boxes ("separate" GT) or
 with the smallest box enclosing them all ("merged" GT, `merge_boxes=True`). Recall is reported for "all" phrases
 and per phrase type (people, clothing, bodyparts, animals, vehicles, instruments, scene, other).
+`FlickrEvaluator` is the protocol "flickr" of `glip.evaluation.evaluator`.
 """
 import logging
+import os
 import xml.etree.ElementTree as ET
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+
+from glip.evaluation.evaluator import DatasetEvaluator, as_int, original_size, register_evaluator, target_value
+from glip.utils.comm import all_gather, is_main_process, synchronize
 
 logger = logging.getLogger(__name__)
 
@@ -180,36 +185,81 @@ class FlickrRecallEvaluator:
         return tracker.report()
 
 
-class FlickrEvaluator:
-    """Collects predictions (`update`), gathers them across ranks, `summarize()` -> `{"Recall@1_all": r, ...,
-    "Upper_bound_<cat>": r}` (main process) and logs the table."""
+@register_evaluator("flickr")
+class FlickrEvaluator(DatasetEvaluator):
+    """Flickr30k Entities recall of a grounding dataset (targets with `positive_map_eval`, `original_img_id`,
+    `sentence_id`, `orig_size`), against the gt of `subset` under `flickr_path`.
 
-    def __init__(self, flickr_path, subset, top_k=(1, 5, 10, -1), iou_thresh=0.5, merge_boxes=False):
+    `process` turns each output (labels = phrase index + `label_offset`) into the per-phrase ranked boxes of
+    `flickr_post_process` (original pixels); `update` adds such prediction dicts directly. `evaluate()` gathers
+    them over processes, logs the table and writes `<output_folder>/bbox.csv`. Metrics `Recall@<k>_<category>`,
+    `Upper_bound_<category>`; primary `Recall@1_all`.
+    """
+
+    primary_metric = "Recall@1_all"
+
+    def __init__(self, flickr_path, subset, top_k=(1, 5, 10, -1), iou_thresh=0.5, merge_boxes=False,
+                 dataset=None, output_folder=None, label_offset=1):
         self.evaluator = FlickrRecallEvaluator(flickr_path, subset=subset, topk=top_k, iou_thresh=iou_thresh,
                                                merge_boxes=merge_boxes)
-        self.predictions = []
-        self.results = None
+        self.dataset = dataset
+        self.output_folder = output_folder
+        self.label_offset = label_offset
+        self.reset()
 
-    def accumulate(self):
-        """Nothing to do (kept for the reference's evaluator protocol)."""
+    @classmethod
+    def from_config(cls, cfg, dataset, output_folder=None, label_offset=None, flickr_path=None, **_):
+        """The split of `DATASETS.TEST[0]` ("test" in its name -> test, else val) with `DATASETS.FLICKR_GT_TYPE`
+        ("merged" or "separate"); `label_offset` is the head's first grounding label (1 for VLDYHEAD).
+        `flickr_path` defaults to `flickr30k/flickr30k` (holding `test.txt`, `Annotations/`, `Sentences/`) under
+        the data roots (`./`, `$DATASET`, `./DATASET`...), the reference's hard-coded `DATASET/flickr30k/flickr30k/`.
+        """
+        if label_offset is None:
+            raise ValueError("the Flickr30k evaluator needs the head's label_offset")
+        if flickr_path is None:
+            from glip.config.paths_catalog import try_to_find
+
+            try:
+                flickr_path = try_to_find("flickr30k/flickr30k")
+            except FileNotFoundError:
+                flickr_path = "DATASET/flickr30k/flickr30k/"
+        subset = "test" if "test" in cfg.DATASETS.TEST[0] else "val"
+        return cls(flickr_path, subset, merge_boxes=cfg.DATASETS.FLICKR_GT_TYPE == "merged", dataset=dataset,
+                   output_folder=output_folder, label_offset=label_offset)
+
+    def reset(self):
+        self.predictions = []
 
     def update(self, predictions):
+        """Add prediction dicts (`{"image_id", "sentence_id", "boxes"}`, see `FlickrRecallEvaluator`)."""
         self.predictions += list(predictions)
 
-    def synchronize_between_processes(self):
-        from glip.utils.comm import all_gather
+    def process(self, indices, targets, outputs):
+        for index, target, output in zip(indices, targets, outputs):
+            output = output.resize(original_size(target, self.dataset, as_int(index)))
+            num_phrases = len(target.get_field("positive_map_eval"))
+            self.predictions.append(flickr_post_process(output, target_value(target, "original_img_id"),
+                                                        target_value(target, "sentence_id"), num_phrases,
+                                                        plus=self.label_offset))
 
-        self.predictions = [p for part in all_gather(self.predictions) for p in part]
+    def evaluate(self):
+        predictions = [p for part in all_gather(self.predictions) for p in part]
+        result = None
+        if is_main_process():
+            score = self.summarize(predictions)
+            if self.output_folder:
+                os.makedirs(self.output_folder, exist_ok=True)
+                write_flickr_results(score, os.path.join(self.output_folder, "bbox.csv"))
+            result = self.result(score)
+        synchronize()
+        return result
 
-    def summarize(self):
-        from glip.utils.comm import is_main_process
-
-        if not is_main_process():
-            return None
-        self.results = self.evaluator.evaluate(self.predictions)
-        categories = sorted(next(iter(self.results.values())).keys())
+    def summarize(self, predictions):
+        """`{"Recall@1_all": r, ..., "Upper_bound_<cat>": r}` of `predictions`; logs the table."""
+        report = self.evaluator.evaluate(predictions)
+        categories = sorted(next(iter(report.values())).keys())
         score, rows = {}, ["Recall@k " + " ".join(categories)]
-        for k, per_cat in self.results.items():
+        for k, per_cat in report.items():
             header = "Upper_bound" if k == -1 else "Recall@{}".format(k)
             for cat in categories:
                 score["{}_{}".format(header, cat)] = per_cat[cat]
@@ -240,19 +290,3 @@ def write_flickr_results(score, output_file_name):
     rows = ["metric, avg "] + ["{}, {} ".format(metric, value) for metric, value in score.items()]
     with open(output_file_name, "w") as f:
         f.write("\n".join(rows) + "\n")
-
-
-def build_flickr_evaluator(cfg, flickr_path=None):
-    """The evaluator of `cfg.DATASETS.TEST[0]` ("test" in its name -> test split, else val) with
-    `cfg.DATASETS.FLICKR_GT_TYPE` ("merged" or "separate"). `flickr_path` defaults to `flickr30k/flickr30k`
-    (holding `test.txt`, `Annotations/`, `Sentences/`) under the data roots (`./`, `$DATASET`, `./DATASET`...),
-    the reference's hard-coded `DATASET/flickr30k/flickr30k/`."""
-    if flickr_path is None:
-        from glip.config.paths_catalog import try_to_find
-
-        try:
-            flickr_path = try_to_find("flickr30k/flickr30k")
-        except FileNotFoundError:
-            flickr_path = "DATASET/flickr30k/flickr30k/"
-    subset = "test" if "test" in cfg.DATASETS.TEST[0] else "val"
-    return FlickrEvaluator(flickr_path, subset=subset, merge_boxes=cfg.DATASETS.FLICKR_GT_TYPE == "merged")

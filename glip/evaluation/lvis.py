@@ -9,14 +9,19 @@ Protocol (LVIS API semantics, box IoU without the +1 rule):
 Standard AP keeps at most 300 detections per image; Fixed AP ("Evaluating Large-Vocabulary Object Detectors:
 The Devil is in the Details") keeps instead the top `topk` (10000) detections of each category over the whole
 split with no per-image limit, as the reference's `LvisEvaluatorFixedAP` (its `LVIS_USE_NORMAL_AP` switch).
+`LvisEvaluator` is the protocol "lvis" of `glip.evaluation.evaluator`.
 """
 import heapq
 import itertools
 import json
 import logging
+import os
 from collections import OrderedDict, defaultdict
 
 import numpy as np
+
+from glip.evaluation.evaluator import DatasetEvaluator, as_int, original_size, register_evaluator, target_value
+from glip.utils.comm import all_gather, is_main_process, synchronize
 
 logger = logging.getLogger(__name__)
 
@@ -302,8 +307,6 @@ class LvisFixedAPEvaluator:
                                        [:self.max_dets_per_image])
 
     def synchronize_between_processes(self):
-        from glip.utils.comm import all_gather
-
         if self.fixed_ap:
             merged = defaultdict(list)
             for part in all_gather(self.by_cat):
@@ -313,12 +316,7 @@ class LvisFixedAPEvaluator:
         else:
             self.detections = [d for part in all_gather(self.detections) for d in part]
 
-    def accumulate(self):
-        """Nothing to do (kept for the reference's evaluator protocol)."""
-
     def summarize(self):
-        from glip.utils.comm import is_main_process
-
         if not is_main_process():
             return None
         if self.fixed_ap:
@@ -352,6 +350,59 @@ def write_lvis_results(lines, output_file_name):
         f.write("\n".join(rows) + "\n")
 
 
-def build_lvis_evaluator(cfg, ann_file):
-    """Fixed AP unless `cfg.DATASETS.LVIS_USE_NORMAL_AP`; `ann_file` is the LVIS json of the test dataset."""
-    return LvisFixedAPEvaluator(ann_file, fixed_ap=not cfg.DATASETS.LVIS_USE_NORMAL_AP)
+def lvis_inputs(dataset, indices, targets, outputs):
+    """`[(json image id, {"boxes": (N, 4) xyxy, "scores", "labels"})]` of one batch, boxes resized to the original
+    image size (the target's `orig_size`, else the dataset's image info); the image id is the target's
+    `image_id`, else `dataset.id_to_img_map[index]`."""
+    items = []
+    for output, target, index in zip(outputs, targets, indices):
+        output = output.resize(original_size(target, dataset, index))
+        image_id = target_value(target, "image_id")
+        image_id = dataset.id_to_img_map[index] if image_id is None else as_int(image_id)
+        output = output.convert("xyxy")
+        items.append((image_id, {"scores": output.get_field("scores"), "labels": output.get_field("labels"),
+                                 "boxes": output.bbox}))
+    return items
+
+
+@register_evaluator("lvis")
+class LvisEvaluator(DatasetEvaluator):
+    """LVIS box AP of a dataset with `ann_file` (the LVIS json; else `coco.dataset`), `id_to_img_map` and
+    `get_img_info`; predictions' `labels` are LVIS category ids.
+
+    Streams every batch into a `LvisFixedAPEvaluator` (Fixed AP unless `fixed_ap=False`), gathers it over
+    processes, writes `<output_folder>/bbox.csv`. Metrics AP, AP50, AP75, APs/m/l, APr/c/f, AR...; primary `AP`.
+    """
+
+    primary_metric = "AP"
+
+    def __init__(self, dataset, output_folder=None, fixed_ap=True, topk=10000):
+        self.dataset = dataset
+        self.output_folder = output_folder
+        self.gt = LvisGroundTruth(getattr(dataset, "ann_file", None) or dataset.coco.dataset)
+        self.fixed_ap = fixed_ap
+        self.topk = topk
+        self.reset()
+
+    @classmethod
+    def from_config(cls, cfg, dataset, output_folder=None, **_):
+        """Fixed AP unless `DATASETS.LVIS_USE_NORMAL_AP`."""
+        return cls(dataset, output_folder, fixed_ap=not cfg.DATASETS.LVIS_USE_NORMAL_AP)
+
+    def reset(self):
+        self._accumulator = LvisFixedAPEvaluator(self.gt, topk=self.topk, fixed_ap=self.fixed_ap)
+
+    def process(self, indices, targets, outputs):
+        self._accumulator.update(lvis_inputs(self.dataset, [as_int(i) for i in indices], targets, outputs))
+
+    def evaluate(self):
+        self._accumulator.synchronize_between_processes()
+        lines = self._accumulator.summarize()
+        result = None
+        if is_main_process():
+            if self.output_folder and lines is not None:
+                os.makedirs(self.output_folder, exist_ok=True)
+                write_lvis_results(lines, os.path.join(self.output_folder, "bbox.csv"))
+            result = self.result(self._accumulator.results)
+        synchronize()
+        return result

@@ -1,13 +1,16 @@
 """ODinW-style aggregation: per-dataset box AP of several task evaluations and their mean.
 
-Each task result may be a `COCOResults` (from `do_coco_evaluation`), a metrics dict (`{"AP": ..}`), a plain
-number, or the path of a `bbox.csv` the evaluation wrote (read back with `read_bbox_csv`).
+Each task result may be an `EvalResult` (from `inference`), a `COCOResults` (from `do_coco_evaluation`), a metrics
+dict (`{"AP": ..}`), a plain number, or the path of a `bbox.csv` the evaluation wrote (read back with
+`read_bbox_csv`). The summary is itself an `EvalResult` (protocol "odinw", primary "mean").
 """
 import glob
 import logging
 import os
 import re
 from collections import OrderedDict
+
+from glip.evaluation.evaluator import EvalResult
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +33,9 @@ def read_bbox_csv(path):
 
 def task_ap(result, metric="AP"):
     """The `metric` of one task result (see module doc)."""
+    if isinstance(result, EvalResult):
+        metrics = result.metrics
+        return float(metrics[metric] if metric in metrics else metrics["bbox/" + metric])
     if isinstance(result, (int, float)):
         return float(result)
     if isinstance(result, (str, os.PathLike)):
@@ -43,8 +49,9 @@ def task_ap(result, metric="AP"):
     return float(result[metric])
 
 
-def summarize_tasks(task_results, metric="AP"):
-    """`{dataset name: result}` -> `OrderedDict` of each dataset's `metric` (input order) plus `"mean"`.
+def summarize_tasks(task_results, metric="AP") -> EvalResult:
+    """`{dataset name: result}` -> `EvalResult` whose metrics are each dataset's `metric` (input order) plus
+    `"mean"` (the primary metric).
 
     Logs a two-column table (dataset, metric).
     """
@@ -54,7 +61,7 @@ def summarize_tasks(task_results, metric="AP"):
     lines = ["{:<{w}}  {}".format("dataset", metric, w=width)]
     lines += ["{:<{w}}  {:.4f}".format(name, value, w=width) for name, value in summary.items()]
     logger.info("ODinW summary:\n%s", "\n".join(lines))
-    return summary
+    return EvalResult("odinw", summary, "mean")
 
 
 def find_bbox_csvs(output_dir):

@@ -2,20 +2,19 @@
 
 Forward signature and outputs are the reference's: `model(images, targets=None, captions=None,
 positive_map=None)` returns the loss dict in training and a list of BoxLists (fields `scores`, `labels`) in eval.
+`forward` reads as the pipeline: `preprocess` -> `encode_text` -> `backbone` -> `rpn` (the head) ->
+`forward_training` (losses) or `forward_inference` (detections).
 """
 import logging
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import torch
 from torch import nn
 
+from glip.modeling.freezing import FreezePolicy, apply_freeze_policy, keep_frozen_in_eval, policy_from_config
 from glip.structures.image_list import to_image_list
 
 logger = logging.getLogger(__name__)
-
-# Parameters that stay trainable under MODEL.LINEAR_PROB (the predictors and the token-scoring head).
-LINEAR_PROB_TRAINABLE = ("bbox_pred", "cls_logits", "centerness", "cosine_scale", "dot_product_projection_text",
-                         "head.log_scale", "head.bias_lang", "head.bias0")
 
 
 class GeneralizedVLRCNN(nn.Module):
@@ -27,17 +26,15 @@ class GeneralizedVLRCNN(nn.Module):
         tokenizer: a HuggingFace tokenizer (bert-base-uncased WordPiece).
         rpn: the `VLDyHeadModule`.
         max_query_len: text length (256); captions are padded to it when `pad_max`.
-        freeze_*: keep these parts frozen (eval mode, no gradients) whatever `train()` says.
-        linear_prob: only the predictors train (MODEL.LINEAR_PROB).
+        freeze_policy: which parameters train and which parts stay in eval mode whatever `train()` says
+            (`glip.modeling.freezing`; default: everything trains except the unused `rpn.head.cls_logits`).
         one_hot_classes: DATASETS.ONE_HOT: the text mask keeps exactly the first N positions.
         mask_special: MASK_SPECIAL: special tokens are masked out of the text.
     """
 
     def __init__(self, backbone: nn.Module, language_backbone: nn.Module, tokenizer, rpn: nn.Module,
-                 max_query_len: int = 256, pad_max: bool = True, freeze_backbone: bool = False,
-                 freeze_fpn: bool = False, freeze_rpn: bool = False, freeze_language_backbone: bool = False,
-                 linear_prob: bool = False, freeze_cls_logits: bool = True, one_hot_classes: int = 0,
-                 mask_special: bool = False):
+                 max_query_len: int = 256, pad_max: bool = True, freeze_policy: Optional[FreezePolicy] = None,
+                 one_hot_classes: int = 0, mask_special: bool = False):
         super().__init__()
         self.backbone = backbone
         self.language_backbone = language_backbone
@@ -45,52 +42,29 @@ class GeneralizedVLRCNN(nn.Module):
         self.rpn = rpn
         self.max_query_len = max_query_len
         self.pad_max = pad_max
-        self.freeze_backbone = freeze_backbone
-        self.freeze_fpn = freeze_fpn
-        self.freeze_rpn = freeze_rpn
-        self.freeze_language_backbone = freeze_language_backbone
-        self.linear_prob = linear_prob
-        self.freeze_cls_logits = freeze_cls_logits
         self.one_hot_classes = one_hot_classes
         self.mask_special = mask_special
-        self._apply_freezing()
+        self.set_freeze_policy(FreezePolicy() if freeze_policy is None else freeze_policy)
 
-    def _apply_freezing(self):
-        def freeze(module):
-            for p in module.parameters():
-                p.requires_grad = False
+    @property
+    def freeze_language_backbone(self) -> bool:
+        """The language backbone is frozen: `encode_text` runs it without gradients."""
+        return self.freeze_policy.freeze_language
 
-        if self.freeze_backbone:
-            freeze(self.backbone.body)
-        if self.freeze_fpn:
-            freeze(self.backbone.fpn)
-        if self.freeze_rpn:
-            freeze(self.rpn)
-        if self.linear_prob:
-            for name, p in self.rpn.named_parameters():
-                if not any(key in name for key in LINEAR_PROB_TRAINABLE):
-                    p.requires_grad = False
-        if self.freeze_cls_logits and hasattr(self.rpn.head, "cls_logits"):
-            freeze(self.rpn.head.cls_logits)
-        if getattr(self.rpn, "tunable_linear", None) is not None:
-            for p in self.rpn.tunable_linear.parameters():
-                p.requires_grad = True
-        if self.freeze_language_backbone:
-            freeze(self.language_backbone)
+    def set_freeze_policy(self, policy: FreezePolicy) -> List[str]:
+        """Adopt `policy`: `requires_grad` of every parameter now, frozen parts in eval mode at every `train()`.
+
+        Returns the names of the trainable parameters.
+        """
+        self.freeze_policy = policy
+        apply_freeze_policy(self, policy)
+        self.train(self.training)  # frozen parts to eval; Swin re-freezes its FREEZE_CONV_BODY_AT stages
+        return [name for name, p in self.named_parameters() if p.requires_grad]
 
     def train(self, mode: bool = True):
-        """Train mode that keeps frozen parts in eval mode (their normalisation and dropout stay fixed)."""
+        """Train mode that keeps the policy's frozen parts in eval mode (their normalisation and dropout fixed)."""
         super().train(mode)
-        if self.freeze_backbone:
-            self.backbone.body.eval()
-        if self.freeze_fpn:
-            self.backbone.fpn.eval()
-        if self.freeze_rpn:
-            self.rpn.head.eval()
-        if self.freeze_cls_logits and hasattr(self.rpn.head, "cls_logits"):
-            self.rpn.head.cls_logits.eval()
-        if self.freeze_language_backbone:
-            self.language_backbone.eval()
+        keep_frozen_in_eval(self, self.freeze_policy)
         return self
 
     def tokenize(self, captions: List[str], device) -> dict:
@@ -103,7 +77,12 @@ class GeneralizedVLRCNN(nn.Module):
         return {k: v.to(device) for k, v in tokens.items()}
 
     def encode_text(self, captions: List[str], device) -> dict:
-        """Run the language backbone; returns the language dict (`hidden`, `masks`, `embedded`, `aggregate`)."""
+        """Tokenize and run the language backbone.
+
+        Returns the language dict: `hidden` (B, T, D) last-layer states, `embedded` (B, T, D) masked features,
+        `aggregate` (B, D), `masks` (B, T) the text mask the head uses (see `one_hot_classes`, `mask_special`),
+        `mlm_labels` None (no masked-language-model labels).
+        """
         tokens = self.tokenize(captions, device)
         if self.freeze_language_backbone:
             with torch.no_grad():
@@ -111,18 +90,45 @@ class GeneralizedVLRCNN(nn.Module):
         else:
             language = self.language_backbone(tokens["input_ids"], tokens["attention_mask"])
         language = dict(language)
-        if self.one_hot_classes:
-            masks = torch.zeros_like(language["masks"])
-            masks[:, : self.one_hot_classes] = 1
-            language["masks"] = masks
-        if self.mask_special:
-            language["masks"] = 1 - tokens["special_tokens_mask"]
+        language["masks"] = self._text_mask(language["masks"], tokens["special_tokens_mask"])
         language["mlm_labels"] = None
         return language
 
+    def _text_mask(self, attention_mask: torch.Tensor, special_tokens_mask: torch.Tensor) -> torch.Tensor:
+        """The (B, T) mask of the tokens regions are scored against: the attention mask, or the first
+        `one_hot_classes` positions (DATASETS.ONE_HOT), or every non-special token (MASK_SPECIAL)."""
+        masks = attention_mask
+        if self.one_hot_classes:
+            masks = torch.zeros_like(masks)
+            masks[:, : self.one_hot_classes] = 1
+        if self.mask_special:
+            masks = 1 - special_tokens_mask
+        return masks
+
     def forward(self, images, targets: Optional[list] = None, captions: Optional[List[str]] = None,
                 positive_map=None):
-        """See the module docstring. `images`: an ImageList, a (B, 3, H, W) tensor or a list of (3, H, W)."""
+        """Text encoding -> backbone -> head -> losses (training) or detections (eval).
+
+        Args:
+            images: an ImageList, a (B, 3, H, W) tensor or a list of (3, H, W) tensors.
+            targets: training only: per image a BoxList (xyxy) with a "labels" field.
+            captions: one caption per image.
+            positive_map: the reference's name for two things (glip/data/positive_map.py): in training the
+                batch's token targets, a binary (sum of boxes, T) tensor whose row j marks the caption tokens of
+                the batch's box j (images in order); in eval the prompt's {label: [token indices]}.
+
+        Returns the loss dict in training, per image a BoxList (fields `scores`, `labels`) in eval.
+        """
+        images, targets = self.preprocess(images, targets, captions)
+        language = self.encode_text(captions, images.tensors.device)
+        features = self.backbone(images.tensors)
+        head_outputs = self.rpn(images, features, language)
+        if self.training:
+            return self.forward_training(head_outputs, targets, positive_map, language, captions)
+        return self.forward_inference(head_outputs, positive_map)
+
+    def preprocess(self, images, targets: Optional[list], captions: Optional[List[str]]):
+        """Check the inputs; `(ImageList, targets on the images' device)`."""
         if self.training and targets is None:
             raise ValueError("in training mode, targets must be given")
         if captions is None:
@@ -130,13 +136,19 @@ class GeneralizedVLRCNN(nn.Module):
         images = to_image_list(images)
         if len(captions) != images.tensors.shape[0]:
             raise ValueError(f"got {len(captions)} captions for a batch of {images.tensors.shape[0]} images")
-        device = images.tensors.device
-        language = self.encode_text(captions, device)
-        features = self.backbone(images.tensors)
         if targets:
-            targets = [t.to(device) for t in targets if t is not None]
-        detections, losses, _ = self.rpn(images, features, targets, language, positive_map, captions)
-        return losses if self.training else detections
+            targets = [t.to(images.tensors.device) for t in targets if t is not None]
+        return images, targets
+
+    def forward_training(self, head_outputs: dict, targets: list, token_targets: Optional[torch.Tensor],
+                         language: dict, captions: List[str]) -> Dict[str, torch.Tensor]:
+        """The weighted loss dict; `token_targets` is the (sum of boxes, T) binary map of the batch's boxes."""
+        return self.rpn.losses(head_outputs, targets, token_targets, text_masks=language.get("masks"),
+                               mlm_labels=language.get("mlm_labels"), captions=captions)
+
+    def forward_inference(self, head_outputs: dict, label_to_tokens: Optional[dict]) -> list:
+        """Per image a BoxList of detections; `label_to_tokens` is the prompt's {label: [token indices]}."""
+        return self.rpn.detect(head_outputs, label_to_tokens)
 
 
 def build_detection_model(cfg) -> GeneralizedVLRCNN:
@@ -148,22 +160,20 @@ def build_detection_model(cfg) -> GeneralizedVLRCNN:
     arch = cfg.MODEL.META_ARCHITECTURE
     if arch != "GeneralizedVLRCNN":
         raise ValueError(f"MODEL.META_ARCHITECTURE {arch!r} is not supported (only 'GeneralizedVLRCNN')")
-    if cfg.MODEL.LINEAR_PROB and not (cfg.MODEL.BACKBONE.FREEZE and cfg.MODEL.FPN.FREEZE):
-        raise ValueError("MODEL.LINEAR_PROB needs MODEL.BACKBONE.FREEZE and MODEL.FPN.FREEZE set to True")
-    fuse = cfg.MODEL.DYHEAD.FUSE_CONFIG
+    freeze_policy = policy_from_config(cfg)  # first: refuses MODEL.LINEAR_PROB without a frozen backbone and FPN
+    backbone = build_backbone(cfg)
+    language_backbone = build_language_backbone(cfg)  # before the head: its BertConfig sizes the head's text layers
     return GeneralizedVLRCNN(
-        backbone=build_backbone(cfg),
-        language_backbone=build_language_backbone(cfg),
+        backbone=backbone,
+        language_backbone=language_backbone,
         tokenizer=build_tokenizer(cfg.MODEL.LANGUAGE_BACKBONE.TOKENIZER_TYPE),
-        rpn=build_rpn(cfg),
+        rpn=build_rpn(cfg, language_backbone.config),
         max_query_len=cfg.MODEL.LANGUAGE_BACKBONE.MAX_QUERY_LEN,
         pad_max=cfg.MODEL.LANGUAGE_BACKBONE.PAD_MAX,
-        freeze_backbone=cfg.MODEL.BACKBONE.FREEZE,
-        freeze_fpn=cfg.MODEL.FPN.FREEZE,
-        freeze_rpn=cfg.MODEL.RPN.FREEZE,
-        freeze_language_backbone=cfg.MODEL.LANGUAGE_BACKBONE.FREEZE,
-        linear_prob=cfg.MODEL.LINEAR_PROB,
-        freeze_cls_logits=fuse.USE_DOT_PRODUCT_TOKEN_LOSS,
+        freeze_policy=freeze_policy,
         one_hot_classes=cfg.MODEL.DYHEAD.NUM_CLASSES if cfg.DATASETS.ONE_HOT else 0,
         mask_special=cfg.MODEL.LANGUAGE_BACKBONE.MASK_SPECIAL,
     )
+
+
+__all__ = ["GeneralizedVLRCNN", "build_detection_model"]

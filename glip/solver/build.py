@@ -9,7 +9,7 @@ The tests are plain substring tests, as in the reference, so e.g. ``relative_pos
 and ``bias0`` count as biases and BERT's ``LayerNorm`` as a norm.
 """
 import logging
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 
@@ -105,15 +105,19 @@ def resolve_milestones(steps: Sequence[float], max_iter: int) -> List[int]:
     return [round(step * max_iter) if step < 1 else int(step) for step in steps]
 
 
-def make_lr_scheduler(cfg, optimizer, max_iter: int = None):
+def make_lr_scheduler(cfg, optimizer, max_iter: Optional[int] = None):
     """The schedule the config selects, in the reference's order of precedence: ``MULTI_MAX_EPOCH`` (one
     multistep schedule per stage, a list), ``USE_COSINE``, ``USE_AUTOSTEP``, else warmup + multistep.
 
-    ``max_iter`` defaults to ``SOLVER.MAX_ITER``, which the training loader sets from ``MAX_EPOCH`` when that is
-    positive (``MAX_EPOCH * len(dataset) // IMS_PER_BATCH``), so build the loader first.
+    ``max_iter``: the schedule length in iterations; required when ``SOLVER.MAX_EPOCH > 0`` (it depends on the
+    dataset size: ``glip.data.build.train_iterations``), else ``SOLVER.MAX_ITER`` by default.
     """
     solver = cfg.SOLVER
-    max_iter = solver.MAX_ITER if max_iter is None else max_iter
+    if max_iter is None:
+        if solver.MAX_EPOCH > 0:
+            raise ValueError("SOLVER.MAX_EPOCH is {}: pass the schedule length max_iter (glip.data.build."
+                             "train_iterations(cfg, len(dataset)))".format(solver.MAX_EPOCH))
+        max_iter = solver.MAX_ITER
     warmup = dict(warmup_factor=solver.WARMUP_FACTOR, warmup_iters=solver.WARMUP_ITERS,
                   warmup_method=solver.WARMUP_METHOD)
     if solver.MULTI_MAX_EPOCH:
@@ -128,3 +132,6 @@ def make_lr_scheduler(cfg, optimizer, max_iter: int = None):
         return WarmupReduceLROnPlateau(optimizer, max_iter, solver.GAMMA, eta_min=solver.MIN_LR,
                                        patience=solver.STEP_PATIENCE, **warmup)
     return WarmupMultiStepLR(optimizer, resolve_milestones(solver.STEPS, max_iter), solver.GAMMA, **warmup)
+
+
+__all__ = ["make_optimizer", "make_lr_scheduler", "build_param_groups", "resolve_milestones"]

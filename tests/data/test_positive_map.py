@@ -80,15 +80,6 @@ def test_span_fallbacks(tokenizer):
     assert positive.sum() == 0
 
 
-def test_tensor_dict_roundtrip():
-    mapping = {3: [5, 6], 1: [1], 2: []}
-    labels, token_map = pm.label_to_token_to_tensor(mapping)
-    assert labels.tolist() == [1, 2, 3]
-    assert token_map.shape == (3, 256)
-    assert token_map[2, 5] == 1 and token_map[2, 6] == 1 and token_map.sum() == 3
-    assert pm.tensor_to_label_to_token(labels, token_map) == {1: [1], 2: [], 3: [5, 6]}
-
-
 def test_queries_chunks_and_suppress(tokenizer):
     cats = {1: "cat", 2: "dog", 3: "traffic_light"}
     queries, maps = pm.create_queries_and_maps_from_categories(cats, tokenizer, chunk_size=2)

@@ -150,7 +150,7 @@ def test_splits_load_through_the_grounding_datasets(data):
         (beg, end), = span
         assert tokens == caption[beg:end].split()
     detection = CocoGrounding(meta["train"]["images"], meta["train"]["detection"], tokenizer=tokenizer,
-                              separation_tokens=". ", is_train=True)
+                              separation_tokens=". ")
     _, target, _ = detection[0]
     prompt = target.get_field("caption")
     assert sorted(prompt.rstrip(". ").split(". ")) == sorted(meta["seen"])

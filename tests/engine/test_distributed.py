@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers.tiny import tiny_bert
 import torch
+from helpers.stochastic import no_dropout
 
 REPO = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("train_net_tool_test", REPO / "tests/tools/test_train_net.py")
@@ -31,12 +31,10 @@ import torch
 import torch.distributed as dist
 
 torch.set_num_threads(1)
-torch.nn.functional.dropout = lambda input, *args, **kwargs: input
-torch.nn.Dropout.forward = lambda self, input: input
 sys.path.insert(0, os.path.join(os.environ["GLIP_REPO"], "tests"))
-from helpers.tiny import tiny_bert_for_process
+from helpers.stochastic import no_dropout_in_process
 
-tiny_bert_for_process()
+no_dropout_in_process()
 
 from glip.config import cfg as default_cfg
 from glip.engine import checkpointer as checkpointer_module
@@ -104,8 +102,8 @@ def _combined_batch(cfg):
     """The first training batch of 2 images, as the single-process loader gives it."""
     from glip.data.build import make_data_loader
 
-    images, targets, _, positive_map = next(iter(make_data_loader(cfg, is_train=True)))[:4]
-    return images, targets, positive_map
+    batch = next(iter(make_data_loader(cfg, is_train=True)))
+    return batch.images, batch.targets, batch.positive_map
 
 
 @pytest.mark.slow
@@ -114,8 +112,6 @@ def test_ddp_gradients_equal_single_process_and_only_rank0_writes(tmp_path, monk
     from glip.engine.weights import load_weights
     from glip.modeling.detector import build_detection_model
 
-    tiny_bert(monkeypatch)
-    tool_test.no_dropout(monkeypatch)
     monkeypatch.setenv("DATASET", str(tmp_path))
     tool_test.write_tiny_dataset(tmp_path, identical=False)
     config = tool_test.write_tiny_config(tmp_path / "tiny.yaml", {"DATASETS": {"RANDOM_SAMPLE_NEG": 0}})
@@ -142,9 +138,10 @@ def test_ddp_gradients_equal_single_process_and_only_rank0_writes(tmp_path, monk
     model = build_detection_model(cfg)
     load_weights(model, tmp_path / "init.pth")
     model.train()
-    losses = model(images, targets=targets, captions=[t.get_field("caption") for t in targets],
-                   positive_map=positive_map)
-    sum(losses.values()).backward()
+    with no_dropout(model):
+        losses = model(images, targets=targets, captions=[t.get_field("caption") for t in targets],
+                       positive_map=positive_map)
+        sum(losses.values()).backward()
     single = {k: p.grad for k, p in model.named_parameters() if p.grad is not None}
     ddp = torch.load(tmp_path / "ddp.pt", weights_only=True)
     assert sorted(ddp) == sorted(single)

@@ -2,7 +2,7 @@
 
 The tiny model is the GLIP-T config with a 1-block Swin of width 24, one dyhead layer and (test-only) a 1-layer
 BERT, so a training step takes seconds. The mode definitions checked here are written out by hand from the
-reference's ``finetune.py`` (``train()`` + ``tuning_highlevel_override``), independently of glip/config/tuning.py.
+reference's ``finetune.py`` (``train()`` + ``tuning_highlevel_override``), independently of glip/modeling/freezing.py.
 """
 import copy
 import json
@@ -13,7 +13,8 @@ import torch
 
 from data.tiny_datasets import write_coco
 from glip.config import cfg as default_cfg
-from glip.config.tuning import TUNING_MODES, apply_freeze_policy, apply_tuning_highlevel_override
+from glip.modeling.freezing import TUNING_MODES
+from glip.utils.cli import apply_tuning_highlevel_override
 
 ROOT = Path(__file__).resolve().parents[2]
 GLIP_T = ROOT / "configs" / "pretrain" / "glip_Swin_T_O365_GoldG.yaml"
@@ -123,9 +124,8 @@ def tiny(task_file):
 
 
 def _loss(model, batch):
-    images, targets, _, positive_map = batch[:4]
-    losses = model(images, targets=targets, captions=[t.get_field("caption") for t in targets],
-                   positive_map=positive_map)
+    losses = model(batch.images, targets=batch.targets, captions=[t.get_field("caption") for t in batch.targets],
+                   positive_map=batch.positive_map)
     return sum(losses.values())
 
 
@@ -133,7 +133,7 @@ def _reset(tiny, mode):
     model = tiny["model"]
     model.load_state_dict(tiny["initial"])
     cfg = tiny_config_for(tiny, mode)
-    trainable = apply_freeze_policy(model, TUNING_MODES[mode])
+    trainable = model.set_freeze_policy(TUNING_MODES[mode])
     model.zero_grad(set_to_none=True)
     model.train()
     return model, cfg, trainable
@@ -152,6 +152,9 @@ def test_mode_sets_requires_grad_as_the_reference(tiny, mode):
     names = [n for n, _ in model.named_parameters()]
     assert set(trainable) == {n for n in names if reference_trainable(n, mode)}
     assert trainable == [n for n, p in model.named_parameters() if p.requires_grad]
+    # A frozen BERT runs in eval mode (no dropout) while the model trains, as the reference's train()/trainer.
+    frozen_language = mode in ("linear_prob", "language_prompt_v2", "language_prompt_v4")
+    assert all(m.training is not frozen_language for m in model.language_backbone.modules())
 
 
 # The golden (end_to_end/golden/finetune_modes.pt) records full and language_prompt_v2; the other modes are slow.
@@ -184,23 +187,24 @@ def test_one_step_changes_exactly_the_trainable_tensors(tiny, mode):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", sorted(TUNING_MODES))
-def test_loss_decreases_in_every_mode(tiny, mode, monkeypatch):
+def test_loss_decreases_in_every_mode(tiny, mode):
+    from helpers.stochastic import no_dropout
+
     from glip.solver.build import make_optimizer
 
-    # No dropout (the shared model keeps frozen parts in train mode); the prompt offset alone needs a larger step.
-    monkeypatch.setattr(torch.nn.functional, "dropout", lambda input, *args, **kwargs: input)
-    monkeypatch.setattr(torch.nn.Dropout, "forward", lambda self, input: input)
+    # No dropout (a steady loss from the parts that train); the prompt offset alone needs a larger step.
     model, cfg, _ = _reset(tiny, mode)
     lr = 1e-2 if TUNING_MODES[mode].add_linear_layer else 1e-3
     cfg.SOLVER.BASE_LR, cfg.SOLVER.LANG_LR = lr, lr
     optimizer = make_optimizer(cfg, model)
     losses = []
-    for _ in range(4):
-        optimizer.zero_grad()
-        loss = _loss(model, tiny["batch"])
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    with no_dropout(model):
+        for _ in range(4):
+            optimizer.zero_grad()
+            loss = _loss(model, tiny["batch"])
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
     assert losses[-1] < losses[0], losses
 
 
@@ -241,6 +245,7 @@ def test_saved_prompt_detects_without_language_backbone(tiny, tmp_path):
     fresh.rpn.tunable_linear = None  # a model built without the offset: load_prompt adds it
     assert load_prompt(fresh, str(path)) == [caption]
     assert fresh.language_backbone.body is None
+    assert fresh.freeze_policy.freeze_language and not fresh.rpn.tunable_linear.weight.requires_grad
     fresh.eval()
     with torch.no_grad():
         got = fresh(images, captions=[caption] * len(images.image_sizes))
@@ -253,18 +258,24 @@ def test_saved_prompt_detects_without_language_backbone(tiny, tmp_path):
 
 def test_prepare_model_caches_language_only_when_frozen(tiny):
     from glip.engine.finetune import prepare_model
-    from glip.engine.prompt_tuning import CachedLanguageBackbone
+    from glip.engine.prompt_tuning import CachedLanguageBackbone, cache_language_backbone
 
     model = tiny["model"]
     original = model.language_backbone
     try:
         full = tiny_config_for(tiny, "full")
-        prepare_model(full, model)
+        model.set_freeze_policy(TUNING_MODES["full"])
+        assert prepare_model(full, model) is model
         assert model.language_backbone is original
+        with pytest.raises(ValueError, match="LANGUAGE_BACKBONE.FREEZE"):
+            cache_language_backbone(model)
         v2 = tiny_config_for(tiny, "language_prompt_v2")
-        trainable = prepare_model(v2, model)
+        trainable = model.set_freeze_policy(TUNING_MODES["language_prompt_v2"])
         assert trainable == ["rpn.tunable_linear.weight"]
+        assert prepare_model(v2, model) is model
         assert isinstance(model.language_backbone, CachedLanguageBackbone)
+        assert model.language_backbone.body is original.body
+        assert not any(m.training for m in model.train().language_backbone.modules())
         assert set(model.state_dict()) == set(tiny["initial"])  # checkpoint keys unchanged
     finally:
         model.language_backbone = original

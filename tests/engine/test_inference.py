@@ -1,15 +1,19 @@
-"""The evaluation loop: sub-batching by padded shape, chunked detection prompts, grounding prompts, gathering,
-and batched evaluation giving the predictions of one image at a time on a tiny GLIP."""
+"""The evaluation loop: sub-batching by padded shape, chunked detection prompts, grounding prompts, any registered
+protocol driven through the evaluator interface, and batched evaluation giving the predictions of one image at a
+time on a tiny GLIP."""
 import json
+from pathlib import Path
 
 import pytest
-from helpers.tiny import tiny_bert
 import torch
 from helpers import REFERENCE
+from helpers.tiny import TINY_BERT_OPTS
 from PIL import Image
 
 from glip.config import cfg as default_cfg
 from glip.engine import inference as inf
+from glip.evaluation import EVALUATORS, DatasetEvaluator, register_evaluator
+from glip.evaluation.evaluator import original_size
 from glip.structures.bounding_box import BoxList
 from glip.structures.image_list import ImageList, to_image_list
 from glip.utils import cli
@@ -18,7 +22,7 @@ GLIP_T = str(REFERENCE.parent.parent.parent / "configs/pretrain/glip_Swin_T_O365
 TINY_OPTS = ["MODEL.SWINT.EMBED_DIM", "32", "MODEL.SWINT.DEPTHS", "(1, 1, 1, 1)", "MODEL.SWINT.NUM_HEADS",
              "(1, 2, 4, 8)", "MODEL.SWINT.OUT_CHANNELS", "(32, 64, 128, 256)", "MODEL.DYHEAD.NUM_CONVS", "1",
              "MODEL.DYHEAD.USE_CHECKPOINT", "False", "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "128",
-             "DATALOADER.NUM_WORKERS", "0", "MODEL.DEVICE", "cpu"]
+             "DATALOADER.NUM_WORKERS", "0", "MODEL.DEVICE", "cpu"] + TINY_BERT_OPTS
 CATEGORIES = [{"id": 1, "name": "cat", "supercategory": "animal"},
               {"id": 3, "name": "traffic_light", "supercategory": "thing"},
               {"id": 7, "name": "tree", "supercategory": "plant"}]
@@ -61,10 +65,7 @@ def build_tiny_model():
 
     from glip.modeling.detector import build_detection_model
 
-    with pytest.MonkeyPatch.context() as patch:
-        tiny_bert(patch)
-        model = build_detection_model(tiny_cfg())
-    fill_model_(model, salt="#tiny")
+    model = fill_model_(build_detection_model(tiny_cfg()), salt="#tiny")
     with torch.no_grad():  # a more confident head than the fill rule's, so every image has detections
         model.rpn.head.bias0.fill_(0.0)
         model.rpn.head.log_scale.fill_(0.0)
@@ -168,59 +169,112 @@ def test_grounding_runs_each_image_with_its_own_caption_and_map():
     assert [o.get_field("labels").tolist() for o in outs] == [[1, 2], [1]]
 
 
-def test_streaming_evaluator_inputs_are_in_original_pixels():
-    """Flickr: boxes per phrase (label - 1) by descending score, each list closed by a zero box; LVIS: (json image
-    id, xyxy boxes); both scaled from the 64x32 network input to the 128x96 original (x2, x3)."""
-    prediction = BoxList(torch.tensor([[1.0, 2.0, 3.0, 4.0], [10.0, 10.0, 20.0, 30.0]]), (64, 32))
-    prediction.add_field("labels", torch.tensor([2, 1]))
-    prediction.add_field("scores", torch.tensor([0.3, 0.9]))
-    target = BoxList(torch.zeros(0, 4), (64, 32))
-    target.add_field("orig_size", torch.tensor([96, 128]))
-    target.add_field("positive_map_eval", torch.zeros(3, 256))
-    target.add_field("original_img_id", 77)
-    target.add_field("sentence_id", 4)
-    (flickr,) = inf._evaluator_inputs("flickr", [prediction], [target], [0], None, None, plus=1)
-    assert flickr["image_id"] == 77 and flickr["sentence_id"] == 4
-    assert flickr["boxes"] == [[[20.0, 30.0, 40.0, 90.0], [0.0] * 4], [[2.0, 6.0, 6.0, 12.0], [0.0] * 4], [[0.0] * 4]]
-    assert flickr["scores"][0] == pytest.approx([0.9]) and flickr["scores"][1] == pytest.approx([0.3])
-
-    class DS:
-        id_to_img_map = {5: 1234}
-
-    ((image_id, lvis),) = inf._evaluator_inputs("lvis", [prediction], [{"orig_size": torch.tensor([96, 128])}], [5],
-                                                DS(), None, plus=1)
-    assert image_id == 1234
-    assert lvis["boxes"].tolist() == [[2.0, 6.0, 6.0, 12.0], [20.0, 30.0, 40.0, 90.0]]
-    assert lvis["labels"].tolist() == [2, 1]
-
-
-def test_original_size_from_target_or_dataset():
-    class DS:
-        def get_img_info(self, index):
-            return {"width": 300 + index, "height": 200}
-
-    assert inf.original_size({"orig_size": torch.tensor([480, 640])}, DS(), 0) == (640, 480)
-    target = BoxList(torch.zeros(0, 4), (10, 10))
-    assert inf.original_size(target, DS(), 2) == (302, 200)
-    target.add_field("orig_size", torch.tensor([7, 9]))
-    assert inf.original_size(target, DS(), 2) == (9, 7)
-
-
-def test_accumulate_predictions_orders_by_index():
-    assert inf.accumulate_predictions({2: "c", 0: "a", 1: "b"}) == ["a", "b", "c"]
-
-
-def test_eval_kind_and_label_offset():
+def test_label_offset():
     c = default_cfg.clone()
     c.defrost()
-    c.DATASETS.TEST = ("flickr30k_test",)
-    assert inf.eval_kind(c) == "flickr"
-    c.DATASETS.TEST = ("lvis_v1_minival",)
-    assert inf.eval_kind(c) == "lvis"
-    c.DATASETS.TEST = ("coco_2017_val",)
-    assert inf.eval_kind(c) == "coco"
     c.MODEL.RPN_ARCHITECTURE = "VLDYHEAD"
     assert inf.label_offset(c) == 1
+    c.MODEL.RPN_ARCHITECTURE = "ATSS"
+    assert inf.label_offset(c) == 0
+
+
+# --- a new protocol is one DatasetEvaluator subclass and one registration ----------------------------------------
+
+class BoxWidths(DatasetEvaluator):
+    """Toy protocol: how many images were seen and the mean width of their boxes in original pixels."""
+
+    primary_metric = "mean_width"
+
+    def __init__(self, dataset, output_folder=None):
+        self.dataset, self.output_folder = dataset, output_folder
+        self.reset()
+
+    @classmethod
+    def from_config(cls, cfg, dataset, output_folder=None, **_):
+        return cls(dataset, output_folder)
+
+    def reset(self):
+        self.widths, self.indices = [], []
+
+    def process(self, indices, targets, outputs):
+        for index, target, output in zip(indices, targets, outputs):
+            output = output.resize(original_size(target, self.dataset, index))
+            self.widths += (output.bbox[:, 2] - output.bbox[:, 0]).tolist()
+            self.indices.append(index)
+
+    def evaluate(self):
+        if self.output_folder:
+            (Path(self.output_folder) / "widths.txt").write_text(repr(self.widths))
+        return self.result({"images": float(len(self.indices)), "mean_width": sum(self.widths) / len(self.widths)},
+                           details=self.indices)
+
+
+class HalfSizeImages(torch.utils.data.Dataset):
+    """Zero images of the given (h, w), served at half their original size (`orig_size` = 2x)."""
+
+    evaluation_protocol = "box-widths"
+
+    def __init__(self, sizes):
+        self.sizes = sizes
+
+    def __len__(self):
+        return len(self.sizes)
+
+    def __getitem__(self, index):
+        h, w = self.sizes[index]
+        return torch.zeros(3, h, w), {"orig_size": torch.tensor([2 * h, 2 * w])}, index
+
+    def get_img_info(self, index):
+        h, w = self.sizes[index]
+        return {"height": 2 * h, "width": 2 * w}
+
+
+class HalfWidthBox(torch.nn.Module):
+    """Plain detector (EVAL_TASK ""): per image one box from x=0 to half its width."""
+
+    def forward(self, images):
+        outs = []
+        for h, w in images.image_sizes:
+            box = BoxList(torch.tensor([[0.0, 0.0, w / 2, h / 2]]), (w, h))
+            box.add_field("scores", torch.ones(1))
+            box.add_field("labels", torch.ones(1, dtype=torch.int64))
+            outs.append(box)
+        return outs
+
+
+@pytest.fixture
+def box_widths_protocol():
+    register_evaluator("box-widths")(BoxWidths)
+    yield BoxWidths
+    del EVALUATORS["box-widths"]
+
+
+def test_a_registered_toy_protocol_runs_through_inference(box_widths_protocol, tmp_path):
+    from glip.data.collate import BatchCollator
+
+    dataset = HalfSizeImages([(20, 40), (30, 16), (24, 24)])
+    loader = torch.utils.data.DataLoader(dataset, batch_size=2, collate_fn=BatchCollator(32))
+    cfg = default_cfg.clone()
+    cfg.TEST.EVAL_TASK = ""
+    result = inf.inference(HalfWidthBox(), loader, "toy", device="cpu", output_folder=str(tmp_path), cfg=cfg,
+                           verbose=False)
+    assert result.protocol == "box-widths" and result.details == [0, 1, 2]
+    # half the width of each image, in original pixels (2x the network input): 40, 16, 24
+    assert result.metrics == {"images": 3.0, "mean_width": pytest.approx((40 + 16 + 24) / 3)}
+    assert result.score == result.metrics["mean_width"]
+    assert (tmp_path / "widths.txt").read_text() == "[40.0, 16.0, 24.0]"
+    cfg.TEST.SUBSET = 1  # the first batch only
+    assert inf.inference(HalfWidthBox(), loader, "toy", device="cpu", cfg=cfg, verbose=False).details == [0, 1]
+
+
+def test_a_dataset_without_a_registered_protocol_is_refused_before_running():
+    class Undeclared(HalfSizeImages):
+        evaluation_protocol = "voc"
+
+    model = HalfWidthBox()
+    loader = torch.utils.data.DataLoader(Undeclared([(8, 8)]), batch_size=1)
+    with pytest.raises(NotImplementedError, match="'voc'"):
+        inf.inference(model, loader, "toy", device="cpu", cfg=default_cfg.clone(), verbose=False)
 
 
 # --- tiny GLIP end to end -----------------------------------------------------------------------------------------
@@ -241,12 +295,13 @@ def _assert_same_predictions(a, b):
 def test_batched_evaluation_gives_the_predictions_of_single_images(tiny_setup, tmp_path):
     model, _ = tiny_setup
     _run(model, tiny_cfg(TEST__IMS_PER_BATCH=1), str(tmp_path / "one"))
-    results, _ = _run(model, tiny_cfg(TEST__IMS_PER_BATCH=4), str(tmp_path / "three"))
+    result = _run(model, tiny_cfg(TEST__IMS_PER_BATCH=4), str(tmp_path / "three"))
     single, batched = _load(tmp_path / "one/predictions.pth"), _load(tmp_path / "three/predictions.pth")
     assert len(single) == len(IMAGE_SIZES) and all(len(p) > 0 for p in single)
     _assert_same_predictions(single, batched)
     assert json.loads((tmp_path / "one/bbox.json").read_text()) and (tmp_path / "three/bbox.csv").exists()
-    assert results.results["bbox"]["AP"] >= 0
+    assert result.protocol == "coco" and result.score == result.metrics["bbox/AP"] >= 0
+    assert result.score == result.details[0].results["bbox"]["AP"]
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
 """The shared training entry (glip/engine/run.py): weights at start (resume / MODEL.WEIGHT / pretrained BERT),
-restarting the loader after a resume, the monitored evaluation score, freezing and BN reset."""
+restarting the loader after a resume, the monitored evaluation score and BN reset (freezing: tests/modeling/
+test_freezing.py)."""
 import pytest
 import torch
 from torch import nn
@@ -118,28 +119,34 @@ def test_restart_loader_at_skips_the_iterations_already_done():
         run.restart_loader_at(plain, 1)
 
 
-def test_eval_score_reads_coco_ap_flickr_recall_and_plain_numbers():
-    class CocoResults:
-        results = {"bbox": {"AP": 0.25, "AP50": 0.5}}
+def _legacy_pick(metrics):
+    """The rule the monitored number was guessed by before results were typed: the first key, in sorted order,
+    that starts with "Recall@1_" or is "AP" / "bbox/AP"."""
+    return next(key for key in sorted(metrics) if key.startswith("Recall@1_") or key in ("AP", "bbox/AP"))
 
-    assert run.eval_score((CocoResults(), [])) == 0.25
-    assert run.eval_score({"Recall@1_all": 0.6, "Recall@5_all": 0.8, "Upper_bound_all": 0.9}) == 0.6
-    assert run.eval_score({"AP": 0.3, "APr": 0.1}) == 0.3
+
+def test_eval_score_is_the_primary_metric_the_legacy_rule_picked():
+    from glip.evaluation import EVALUATORS, EvalResult
+
+    flickr_categories = ["all", "animals", "bodyparts", "clothing", "instruments", "notvisual", "other", "people",
+                         "scene", "vehicles"]
+    examples = {
+        "coco": ["bbox/AP", "bbox/AP50", "bbox/AP75", "bbox/APs", "bbox/APm", "bbox/APl"],
+        "lvis": ["AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf", "AR@-1", "ARs@-1", "ARm@-1",
+                 "ARl@-1"],
+        "flickr": ["{}_{}".format(k, c) for k in ("Recall@1", "Recall@5", "Recall@10", "Upper_bound")
+                   for c in flickr_categories],
+    }
+    for protocol, names in examples.items():
+        metrics = {name: 0.01 * (i + 1) for i, name in enumerate(names)}
+        result = EvalResult(protocol, metrics, EVALUATORS[protocol].primary_metric)
+        assert result.primary == _legacy_pick(metrics)
+        assert run.eval_score(result) == metrics[_legacy_pick(metrics)]
     assert run.eval_score(None) == 0.0
-    assert run.eval_score(0.4) == 0.4
 
 
-def test_freeze_parts_and_reset_bn():
-    cfg = default_cfg.clone()
-    cfg.MODEL.BACKBONE.FREEZE = True
-    cfg.MODEL.LANGUAGE_BACKBONE.FREEZE = True
+def test_reset_bn():
     model = FakeGlip()
-    run.freeze_parts(cfg, model)
-    frozen = {name.split(".")[0] for name, p in model.named_parameters() if not p.requires_grad}
-    assert not any(p.requires_grad for p in model.backbone.body.parameters())
-    assert not any(p.requires_grad for p in model.language_backbone.parameters())
-    assert all(p.requires_grad for p in model.backbone.fpn.parameters()) and model.rpn.weight.requires_grad
-    assert frozen == {"backbone", "language_backbone"}
     bn = model.backbone.body[1]
     bn.running_mean.fill_(3.0)
     bn.running_var.fill_(5.0)

@@ -13,7 +13,8 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from glip.evaluation.coco import COCOResults, do_coco_evaluation, prepare_for_coco_detection
+from glip.evaluation.coco import COCOResults, CocoEvaluator, accumulate_predictions, do_coco_evaluation, \
+    prepare_for_coco_detection
 from glip.structures.bounding_box import BoxList
 
 GT = {
@@ -133,3 +134,43 @@ def test_reference_bbox_csv_reproduced_from_its_bbox_json(tmp_path):
     coco_eval = evaluate_predictions_on_coco(coco, detections, str(tmp_path / "bbox.json"))
     assert (tmp_path / "bbox.csv").read_text() == (root / "golden" / "bbox.csv").read_text()
     assert coco_eval.stats[0] == pytest.approx(2.6921611080026917e-05, rel=1e-12)
+
+
+def test_accumulate_predictions_orders_by_index():
+    assert accumulate_predictions({2: "c", 0: "a", 1: "b"}) == ["a", "b", "c"]
+
+
+def test_coco_evaluator_collects_batches_and_writes_the_reference_files(dataset, tmp_path):
+    """Batches in any order (targets unused): predictions.pth is the list by dataset index, bbox.json the hand-worked
+    results, the metrics pycocotools' on them; the primary metric is bbox AP."""
+    first, second = _predictions()
+    evaluator = CocoEvaluator(dataset, str(tmp_path / "out"))
+    evaluator.process([torch.tensor(1)], [None], [second])
+    evaluator.process([0], [None], [first])
+    result = evaluator.evaluate()
+
+    saved = torch.load(tmp_path / "out" / "predictions.pth", weights_only=False)
+    assert [p.bbox.tolist() for p in saved] == [first.bbox.tolist(), second.bbox.tolist()]
+    assert json.loads((tmp_path / "out" / "bbox.json").read_text()) == EXPECTED
+    assert {"bbox.csv", "coco_results.pth"} <= {p.name for p in (tmp_path / "out").iterdir()}
+    reference_dt = tmp_path / "dt.json"
+    reference_dt.write_text(json.dumps(EXPECTED))
+    coco_eval = COCOeval(dataset.coco, dataset.coco.loadRes(str(reference_dt)), "bbox")
+    coco_eval.evaluate()
+    coco_eval.accumulate()
+    coco_eval.summarize()
+    assert list(result.metrics) == ["bbox/AP", "bbox/AP50", "bbox/AP75", "bbox/APs", "bbox/APm", "bbox/APl"]
+    np.testing.assert_allclose(list(result.metrics.values()), coco_eval.stats[:6], rtol=0, atol=0)
+    assert result.protocol == "coco" and result.primary == "bbox/AP" and result.score == coco_eval.stats[0]
+    results, coco_results = result.details
+    assert results.results["bbox"]["AP"] == result.score and coco_results["bbox"] == EXPECTED
+
+    evaluator.reset()
+    assert evaluator.evaluate().score == 0.0  # nothing processed since the reset: no detections
+
+
+def test_coco_evaluator_refuses_what_is_not_implemented_before_any_work(dataset):
+    with pytest.raises(NotImplementedError, match="only bbox"):
+        CocoEvaluator(dataset, iou_types=("bbox", "segm"))
+    with pytest.raises(NotImplementedError, match="box_only"):
+        CocoEvaluator(dataset, box_only=True)

@@ -100,24 +100,50 @@ def test_post_process_and_summary(flickr_root, tmp_path):
     assert pred["boxes"] == [[MISS, [20, 0, 30, 10], [0, 0, 0, 0]], [[0, 20, 50, 60], [0, 0, 0, 0]]]
     assert pred["scores"][0] == pytest.approx([0.7, 0.5])
 
-    evaluator = FlickrEvaluator(flickr_root, "test")
+    evaluator = FlickrEvaluator(flickr_root, "test", output_folder=str(tmp_path / "out"))
     evaluator.update([pred])
     evaluator.update(PREDICTIONS[1:])
-    evaluator.synchronize_between_processes()
-    score = evaluator.summarize()
+    result = evaluator.evaluate()
+    score = result.metrics
     assert score["Recall@1_all"] == 0.5 and score["Recall@5_all"] == 0.75 and score["Upper_bound_all"] == 1.0
-    write_flickr_results(score, str(tmp_path / "bbox.csv"))
-    rows = (tmp_path / "bbox.csv").read_text().split("\n")
+    assert result.protocol == "flickr" and result.primary == "Recall@1_all" and result.score == 0.5
+    rows = (tmp_path / "out" / "bbox.csv").read_text().split("\n")
     assert rows[0] == "metric, avg " and "Recall@1_all, 0.5 " in rows
+    write_flickr_results(score, str(tmp_path / "bbox.csv"))
+    assert (tmp_path / "bbox.csv").read_text() == (tmp_path / "out" / "bbox.csv").read_text()
 
 
-def test_build_flickr_evaluator(flickr_root):
+def test_process_resizes_to_the_original_image_and_ranks_per_phrase(flickr_root):
+    """Boxes per phrase (label - 1) by descending score, each list closed by a zero box, scaled from the 64x32
+    network input to the 128x96 original (x2, x3)."""
+    prediction = BoxList(torch.tensor([[1.0, 2.0, 3.0, 4.0], [10.0, 10.0, 20.0, 30.0]]), (64, 32))
+    prediction.add_field("labels", torch.tensor([2, 1]))
+    prediction.add_field("scores", torch.tensor([0.3, 0.9]))
+    target = BoxList(torch.zeros(0, 4), (64, 32))
+    target.add_field("orig_size", torch.tensor([96, 128]))
+    target.add_field("positive_map_eval", torch.zeros(3, 256))
+    target.add_field("original_img_id", 77)
+    target.add_field("sentence_id", 4)
+    evaluator = FlickrEvaluator(flickr_root, "test", label_offset=1)
+    evaluator.process([0], [target], [prediction])
+    (flickr,) = evaluator.predictions
+    assert flickr["image_id"] == 77 and flickr["sentence_id"] == 4
+    assert flickr["boxes"] == [[[20.0, 30.0, 40.0, 90.0], [0.0] * 4], [[2.0, 6.0, 6.0, 12.0], [0.0] * 4], [[0.0] * 4]]
+    assert flickr["scores"][0] == pytest.approx([0.9]) and flickr["scores"][1] == pytest.approx([0.3])
+
+
+def test_from_config_reads_split_gt_type_and_label_offset(flickr_root):
     from glip.config import cfg
-    from glip.evaluation.flickr import build_flickr_evaluator
 
     config = cfg.clone()
     config.DATASETS.TEST = ("flickr30k_test",)
     config.DATASETS.FLICKR_GT_TYPE = "merged"
-    evaluator = build_flickr_evaluator(config, str(flickr_root))
+    evaluator = FlickrEvaluator.from_config(config, None, "out", label_offset=0, flickr_path=str(flickr_root))
     assert evaluator.evaluator.imgid2boxes["100"]["1"] == [[0, 0, 30, 10]]
     assert evaluator.evaluator.evaluate(PREDICTIONS)[1]["all"] == 0.25
+    assert evaluator.label_offset == 0 and evaluator.output_folder == "out"
+    config.DATASETS.TEST = ("flickr30k_val",)
+    with pytest.raises(FileNotFoundError):  # the val split's id list is not in the fixture
+        FlickrEvaluator.from_config(config, None, label_offset=1, flickr_path=str(flickr_root))
+    with pytest.raises(ValueError, match="label_offset"):
+        FlickrEvaluator.from_config(config, None, flickr_path=str(flickr_root))

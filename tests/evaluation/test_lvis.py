@@ -16,8 +16,9 @@ import math
 import pytest
 import torch
 
-from glip.evaluation.lvis import LvisEval, LvisFixedAPEvaluator, LvisGroundTruth, write_lvis_results, \
-    xyxy_to_xywh
+from glip.evaluation.lvis import LvisEval, LvisEvaluator, LvisFixedAPEvaluator, LvisGroundTruth, lvis_inputs, \
+    write_lvis_results, xyxy_to_xywh
+from glip.structures.bounding_box import BoxList
 
 
 def _results(dets):
@@ -118,11 +119,77 @@ def test_standard_ap_caps_an_image_over_all_its_prompt_chunks(lvis_gt, lvis_dete
     assert evaluator.results["AP"] == pytest.approx(0.125)
 
 
-def test_build_lvis_evaluator_reads_the_normal_ap_switch(lvis_gt):
-    from glip.config import cfg
-    from glip.evaluation.lvis import build_lvis_evaluator
+class LvisData:
+    """Stand-in for an LVIS dataset: the gt json `ann_file`, index -> image id, image info."""
 
+    def __init__(self, ann_file, gt):
+        self.ann_file = str(ann_file)
+        self.id_to_img_map = {0: 1, 1: 2}
+        self._images = {img["id"]: img for img in gt["images"]}
+
+    def get_img_info(self, index):
+        return self._images[self.id_to_img_map[index]]
+
+
+def _lvis_data(tmp_path, lvis_gt):
+    import json
+
+    path = tmp_path / "lvis.json"
+    path.write_text(json.dumps(lvis_gt))
+    return LvisData(path, lvis_gt)
+
+
+def _boxlist(dets, scale):
+    """The detections of one image as the model gives them: xyxy at `scale` x the original 100x100 size."""
+    boxes = BoxList(torch.tensor([d[2] for d in dets], dtype=torch.float32) * scale, (100 * scale, 100 * scale))
+    boxes.add_field("scores", torch.tensor([d[3] for d in dets]))
+    boxes.add_field("labels", torch.tensor([d[1] for d in dets]))
+    return boxes
+
+
+def test_lvis_inputs_are_in_original_pixels():
+    """Boxes scaled from the 64x32 network input to the 128x96 original (x2, x3); the image id is the target's,
+    else the dataset's."""
+    prediction = BoxList(torch.tensor([[1.0, 2.0, 3.0, 4.0], [10.0, 10.0, 20.0, 30.0]]), (64, 32))
+    prediction.add_field("labels", torch.tensor([2, 1]))
+    prediction.add_field("scores", torch.tensor([0.3, 0.9]))
+
+    class DS:
+        id_to_img_map = {5: 1234}
+
+    targets = [{"orig_size": torch.tensor([96, 128])}, {"orig_size": torch.tensor([96, 128]),
+                                                         "image_id": torch.tensor(77)}]
+    (first, lvis), (second, _) = lvis_inputs(DS(), [5, 6], targets, [prediction, prediction])
+    assert (first, second) == (1234, 77)
+    assert lvis["boxes"].tolist() == [[2.0, 6.0, 6.0, 12.0], [20.0, 30.0, 40.0, 90.0]]
+    assert lvis["labels"].tolist() == [2, 1]
+
+
+def test_lvis_evaluator_streams_batches_and_writes_bbox_csv(tmp_path, lvis_gt, lvis_detections):
+    """The hand-worked case of the module docstring through the protocol interface: image 1 predicted at twice its
+    size with a target giving `orig_size` / `image_id`, image 2 at its own size without a target."""
+    dataset = _lvis_data(tmp_path, lvis_gt)
+    evaluator = LvisEvaluator(dataset, str(tmp_path / "out"))
+    evaluator.process([0], [{"orig_size": torch.tensor([100, 100]), "image_id": torch.tensor(1)}],
+                      [_boxlist([d for d in lvis_detections if d[0] == 1], 2)])
+    evaluator.process([1], [None], [_boxlist([d for d in lvis_detections if d[0] == 2], 1)])
+    result = evaluator.evaluate()
+    assert result.protocol == "lvis" and result.primary == "AP"
+    assert result.score == result.metrics["AP"] == pytest.approx(0.75)
+    assert (result.metrics["APr"], result.metrics["APc"], result.metrics["APf"]) == pytest.approx((0.75, 0.5, 1.0))
+    rows = (tmp_path / "out" / "bbox.csv").read_text().split("\n")
+    assert rows[1] == " Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets= -1 catIds=all], 0.750 "
+    evaluator.reset()
+    evaluator.process([1], [None], [_boxlist([d for d in lvis_detections if d[0] == 2], 1)])
+    assert evaluator.evaluate().metrics["APr"] == pytest.approx(0.5)  # category 1 lost its TP d1
+
+
+def test_lvis_evaluator_from_config_reads_the_normal_ap_switch(tmp_path, lvis_gt):
+    from glip.config import cfg
+
+    dataset = _lvis_data(tmp_path, lvis_gt)
     config = cfg.clone()
-    assert build_lvis_evaluator(config, lvis_gt).fixed_ap is True
+    assert LvisEvaluator.from_config(config, dataset).fixed_ap is True
     config.DATASETS.LVIS_USE_NORMAL_AP = True
-    assert build_lvis_evaluator(config, lvis_gt).fixed_ap is False
+    evaluator = LvisEvaluator.from_config(config, dataset, "out")
+    assert evaluator.fixed_ap is False and evaluator.output_folder == "out"

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from glip.evaluation.coco import COCOResults
+from glip.evaluation.evaluator import EvalResult
 from glip.evaluation.odinw import find_bbox_csvs, read_bbox_csv, summarize_tasks, task_ap
 
 GOLDEN_CSV = Path(__file__).resolve().parents[1] / "fixtures" / "reference" / "end_to_end" / "golden" / "bbox.csv"
@@ -39,10 +40,15 @@ def test_summarize_tasks_mean_over_forms(tmp_path):
     coco_results = COCOResults("bbox")
     coco_results.results["bbox"]["AP"] = 0.5
     tasks = OrderedDict([("task_a", coco_results), ("task_b", {"AP": 0.25}), ("task_c", str(csv)),
-                         ("task_d", 0.125)])
-    summary = summarize_tasks(tasks)
-    assert list(summary) == ["task_a", "task_b", "task_c", "task_d", "mean"]
-    assert summary["task_c"] == 0.375
-    assert summary["mean"] == pytest.approx((0.5 + 0.25 + 0.375 + 0.125) / 4)
+                         ("task_d", 0.125), ("task_e", EvalResult("coco", {"bbox/AP": 0.75, "bbox/AP50": 1.0},
+                                                                  "bbox/AP")),
+                         ("task_f", EvalResult("lvis", {"AP": 0.0625, "APr": 0.5}, "AP"))])
+    result = summarize_tasks(tasks)
+    summary = result.metrics
+    assert list(summary) == ["task_a", "task_b", "task_c", "task_d", "task_e", "task_f", "mean"]
+    assert summary["task_c"] == 0.375 and summary["task_e"] == 0.75 and summary["task_f"] == 0.0625
+    assert summary["mean"] == pytest.approx((0.5 + 0.25 + 0.375 + 0.125 + 0.75 + 0.0625) / 6)
+    assert result.protocol == "odinw" and result.score == summary["mean"]
+    assert summarize_tasks(OrderedDict([("task_e", tasks["task_e"])]), "AP50").metrics["task_e"] == 1.0
     assert task_ap((coco_results, []), "AP") == 0.5
     assert find_bbox_csvs(str(tmp_path)) == {"task_c": str(csv)}

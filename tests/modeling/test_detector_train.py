@@ -3,23 +3,10 @@ import math
 
 import pytest
 import torch
-from torch import nn
 
 from helpers import load_golden
 from helpers.glip_model import golden_glip_tiny
-
-
-def make_deterministic_(model: nn.Module) -> None:
-    """Zero every train-mode stochastic layer: Dropout.p, DropPath/DropBlock drop_prob, the fusion's dropout."""
-    from glip.modeling.head.fusion import BiMultiHeadAttention
-
-    for module in model.modules():
-        if isinstance(module, nn.Dropout):
-            module.p = 0.0
-        if hasattr(module, "drop_prob"):
-            module.drop_prob = 0.0
-        if isinstance(module, BiMultiHeadAttention):
-            module.dropout = 0.0
+from helpers.stochastic import no_dropout
 
 
 def _batch(golden):
@@ -42,13 +29,14 @@ def _batch(golden):
 def train_step():
     golden = load_golden("train_losses.pt")
     model = golden_glip_tiny()
-    make_deterministic_(model)
     model.train()
     try:
         images, targets = _batch(golden)
         assert tuple(images.tensors.shape) == tuple(golden["batch_input_shape"])
-        losses = model(images, targets=targets, captions=golden["captions"], positive_map=golden["positive_map"])
-        sum(losses.values()).backward()
+        with no_dropout(model, drop_path=True):  # every train-mode stochastic layer off
+            losses = model(images, targets=targets, captions=golden["captions"],
+                           positive_map=golden["positive_map"])
+            sum(losses.values()).backward()
         grads = {name: p.grad.detach().clone() for name, p in model.named_parameters() if p.grad is not None}
         frozen = sorted(name for name, p in model.named_parameters() if not p.requires_grad)
     finally:

@@ -167,6 +167,17 @@ def test_schedule_selection():
     assert isinstance(auto, WarmupReduceLROnPlateau) and auto.patience == 3 and auto.mode == "max"
 
 
+def test_epoch_schedules_take_their_length_from_the_caller():
+    # With MAX_EPOCH the length depends on the dataset (glip.data.build.train_iterations): the config's MAX_ITER
+    # is not a fallback, and the config is not modified.
+    cfg = _cfg(MAX_ITER=100, MAX_EPOCH=2, STEPS=(0.5, 0.75))
+    cfg.freeze()
+    with pytest.raises(ValueError, match="SOLVER.MAX_EPOCH is 2: pass the schedule length max_iter"):
+        make_lr_scheduler(cfg, _opt())
+    assert make_lr_scheduler(cfg, _opt(), max_iter=40).milestones == [20, 30]
+    assert cfg.SOLVER.MAX_ITER == 100
+
+
 def test_multi_stage_schedules():
     cfg = _cfg(MULTI_MAX_EPOCH=(2, 4), MULTI_MAX_ITER=(10, 40), STEPS=((0.5,), (0.5, 0.75)))
     scheds = make_lr_scheduler(cfg, _opt())

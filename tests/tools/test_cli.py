@@ -33,6 +33,7 @@ def _run_tool(tool, args, cwd, env_extra=None):
     env = dict(os.environ)
     env.pop("LOCAL_RANK", None)
     env.pop("WORLD_SIZE", None)
+    env["PYTHONPATH"] = str(REPO)  # this checkout's glip, not an installed one
     env.update(env_extra or {})
     return subprocess.run([sys.executable, str(REPO / "tools" / (tool + ".py"))] + args, cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)
@@ -91,9 +92,9 @@ def test_train_net_command_line_parses():
     args = cli.parse_args("train_net", ["--config-file", GLIP_T, "--skip-test", "--override_output_dir", "o2",
                                         "SOLVER.MAX_EPOCH", "3", "AUGMENT.MULT_MIN_SIZE_TRAIN", "()"])
     assert args.skip_test and args.override_output_dir == "o2" and not args.use_tensorboard
-    c = cli.merge_config(cli.base_config(args), args.config_file, args.opts)
+    c = cli.merge_config(cli.base_config(), args.config_file, args.opts)
     assert c.SOLVER.MAX_EPOCH == 3 and c.AUGMENT.MULT_MIN_SIZE_TRAIN == ()
-    assert c.local_rank == 0 and c.num_gpus == 1
+    assert "local_rank" not in c and "num_gpus" not in c  # no ad-hoc keys (the reference adds both)
 
 
 def test_merge_order_file_then_options_then_task_then_options_again():
@@ -124,7 +125,7 @@ def test_finetune_runs_follow_the_reference_sequence(tmp_path):
             "MODEL.WEIGHT", "w.pth", "SOLVER.TUNING_HIGHLEVEL_OVERRIDE", "language_prompt_v2",
             "DATASETS.GENERAL_COPY", "5", "OUTPUT_DIR", str(tmp_path / "out")]
     args = cli.parse_args("finetune", argv)
-    base = cli.merge_config(cli.base_config(args), args.config_file, args.opts)
+    base = cli.merge_config(cli.base_config(), args.config_file, args.opts)
     runs = list(cli.finetune_runs(base, args))
     assert [(r.task_id, r.shuffle_seed, r.custom_shot) for r in runs] == [(1, 3, 0), (1, 30, 0)]
     assert [r.cfg.OUTPUT_DIR for r in runs] == [str(tmp_path / "out") + "/ft_task_1_seed_3",
@@ -146,7 +147,7 @@ def test_finetune_prepared_few_shot_splits_and_last_checkpoint(tmp_path):
     args = cli.parse_args("finetune", ["--config-file", GLIP_T, "--ft-tasks", POTHOLE, "--use_prepared_data",
                                        "--custom_shot_and_epoch_and_general_copy", "3_200_4",
                                        "MODEL.WEIGHT", weight])
-    base = cli.merge_config(cli.base_config(args), args.config_file, args.opts)
+    base = cli.merge_config(cli.base_config(), args.config_file, args.opts)
     (run,) = list(cli.finetune_runs(base, args))
     c = run.cfg
     assert c.DATASETS.TRAIN == ("train_3_0",) and c.DATASETS.TEST == ("val_3_0",)
@@ -169,3 +170,45 @@ def test_save_config_round_trips(tmp_path):
     reloaded = cli.base_config()
     reloaded.merge_from_file(str(tmp_path / "sub" / "config.yml"))
     assert yaml.safe_load(reloaded.dump()) == yaml.safe_load(c.dump())
+
+
+# --- SOLVER.TUNING_HIGHLEVEL_OVERRIDE expansion into the individual freeze flags ---
+
+# mode -> (backbone, fpn, rpn, linear_prob, add_linear_layer, language) frozen/on, from the reference tool.
+TUNING_FLAGS = {
+    "full": (False, False, False, False, False, False),
+    "linear_prob": (True, True, False, True, False, True),
+    "language_prompt_v1": (True, True, True, False, False, False),
+    "language_prompt_v2": (True, True, True, False, True, True),
+    "language_prompt_v3": (True, True, True, True, False, False),
+    "language_prompt_v4": (True, True, True, True, True, True),
+}
+
+
+def _freeze_flags(c):
+    return (c.MODEL.BACKBONE.FREEZE, c.MODEL.FPN.FREEZE, c.MODEL.RPN.FREEZE, c.MODEL.LINEAR_PROB,
+            c.MODEL.DYHEAD.FUSE_CONFIG.ADD_LINEAR_LAYER, c.MODEL.LANGUAGE_BACKBONE.FREEZE)
+
+
+@pytest.mark.parametrize("mode", sorted(TUNING_FLAGS))
+def test_tuning_mode_sets_the_freeze_flags(mode):
+    c = cli.base_config()
+    # Start from the opposite of every expected flag so each one must be written.
+    c.MODEL.BACKBONE.FREEZE, c.MODEL.FPN.FREEZE, c.MODEL.RPN.FREEZE = [not f for f in TUNING_FLAGS[mode][:3]]
+    c.MODEL.LINEAR_PROB = not TUNING_FLAGS[mode][3]
+    c.MODEL.DYHEAD.FUSE_CONFIG.ADD_LINEAR_LAYER = not TUNING_FLAGS[mode][4]
+    c.MODEL.LANGUAGE_BACKBONE.FREEZE = not TUNING_FLAGS[mode][5]
+    c.MODEL.DYHEAD.USE_CHECKPOINT = True
+    c.merge_from_list(["SOLVER.TUNING_HIGHLEVEL_OVERRIDE", mode])
+    assert cli.apply_tuning_highlevel_override(c) is c
+    assert _freeze_flags(c) == TUNING_FLAGS[mode]
+    assert c.MODEL.DYHEAD.USE_CHECKPOINT is (mode != "linear_prob")
+    assert "High Level Override: {}".format(mode) in cli.freeze_options_summary(c)
+
+
+def test_no_tuning_mode_leaves_config_untouched():
+    c = cli.base_config()
+    c.MODEL.BACKBONE.FREEZE = True
+    before = c.dump()
+    cli.apply_tuning_highlevel_override(c)
+    assert c.dump() == before

@@ -12,6 +12,7 @@ import pytest
 import torch
 import yaml
 from helpers import REFERENCE
+from helpers.stochastic import no_dropout
 
 REPO = Path(__file__).resolve().parents[2]
 GLIP_T = REPO / "configs/pretrain/glip_Swin_T_O365_GoldG.yaml"
@@ -36,9 +37,8 @@ TASK = {"DATASETS": {"TRAIN": ["train"], "TEST": ["val"],
 
 @pytest.fixture
 def tiny_finetune(tmp_path, monkeypatch):
-    """(run(argv) of finetune in this process, tmp dir) with a tiny GLIP, its data, weights and a task file."""
-    train_net_tests.tiny_bert(monkeypatch)
-    train_net_tests.no_dropout(monkeypatch)
+    """(run(argv) of finetune in this process, tmp dir) with a tiny GLIP (dropout off), its data, weights and a
+    task file."""
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     monkeypatch.delenv("LOCAL_RANK", raising=False)
     monkeypatch.setenv("DATASET", str(tmp_path))
@@ -47,7 +47,8 @@ def tiny_finetune(tmp_path, monkeypatch):
     config = train_net_tests.write_tiny_config(tmp_path / "tiny.yaml", {"SOLVER": {"MODEL_EMA": 0.0}})
     (tmp_path / "task.yaml").write_text(yaml.safe_dump(TASK))
     train_net_tests.save_initial_checkpoint(config, tmp_path / "init.pth")
-    yield _load("finetune_tool", TOOL).run, tmp_path
+    with no_dropout():
+        yield _load("finetune_tool", TOOL).run, tmp_path
     train_net_tests.release_log_file()
 
 

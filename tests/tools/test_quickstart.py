@@ -52,7 +52,7 @@ def test_config_points_at_the_data_and_the_pretrained_minilm(tmp_path, quickstar
     from transformers import BertConfig
 
     from glip.data.positive_map import load_tokenizer
-    from glip.modeling.language.pretrained import CONFIG_FILES, packaged_folder, resolve_pretrained
+    from glip.text.pretrained import CONFIG_FILES, packaged_folder, resolve_pretrained
 
     cfg = quickstart.build_config(str(quickstart.DEFAULT_CONFIG), str(tmp_path / "out"), str(tmp_path / "data"),
                                   ["SOLVER.MAX_ITER", "7"])

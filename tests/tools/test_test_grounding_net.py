@@ -8,9 +8,9 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers.tiny import tiny_bert
 import torch
 from helpers import REFERENCE
+from helpers.tiny import TINY_BERT_OPTS
 from PIL import Image
 
 from glip.utils import cli
@@ -26,7 +26,7 @@ GOLDEN_OPTS = ("TEST.IMS_PER_BATCH 1 SOLVER.IMS_PER_BATCH 1 TEST.EVAL_TASK detec
 TINY_OPTS = ["MODEL.SWINT.EMBED_DIM", "32", "MODEL.SWINT.DEPTHS", "(1, 1, 1, 1)", "MODEL.SWINT.NUM_HEADS",
              "(1, 2, 4, 8)", "MODEL.SWINT.OUT_CHANNELS", "(32, 64, 128, 256)", "MODEL.DYHEAD.NUM_CONVS", "1",
              "MODEL.DYHEAD.USE_CHECKPOINT", "False", "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "128",
-             "DATALOADER.NUM_WORKERS", "0"]
+             "DATALOADER.NUM_WORKERS", "0"] + TINY_BERT_OPTS
 TINY_SIZES = [(160, 120), (90, 200), (150, 110)]  # (width, height)
 
 
@@ -107,7 +107,6 @@ def prepare_tiny_run(tmp_path, monkeypatch):
 
     from glip.modeling.detector import build_detection_model
 
-    tiny_bert(monkeypatch)
     task, gt_file = write_task(tmp_path)
     monkeypatch.setenv("DATASET", str(tmp_path / "data"))
     opts = ["TEST.EVAL_TASK", "detection", "MODEL.DEVICE", "cpu"] + TINY_OPTS
@@ -186,13 +185,6 @@ def test_several_task_configs_get_own_folders_and_a_mean(tmp_path, monkeypatch, 
 LAUNCHER = """
 import sys
 import torch
-from glip.modeling.language import bert
-original = bert.load_bert_config
-def small_config(*args, **kwargs):
-    config = original(*args, **kwargs)
-    config.num_hidden_layers, config.intermediate_size = 1, 128
-    return config
-bert.load_bert_config = small_config
 torch.set_num_threads(1)
 sys.argv[0] = {tool!r}
 sys.path.insert(0, {repo!r})

@@ -3,15 +3,18 @@ reference's own train_net.py run on a real photo (end_to_end/README.md section 2
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
-from helpers.tiny import tiny_bert
 import torch
 import yaml
 from helpers import REFERENCE
+from helpers.stochastic import no_dropout
+from helpers.tiny import TINY_BERT
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[2]
@@ -22,7 +25,8 @@ TOOL = REPO / "tools/train_net.py"
 TINY = {
     "MODEL": {"SWINT": {"EMBED_DIM": 24, "DEPTHS": [1, 1, 1, 1], "NUM_HEADS": [1, 1, 1, 1],
                         "OUT_CHANNELS": [24, 48, 96, 192], "DROP_PATH_RATE": 0.0},
-              "DYHEAD": {"NUM_CONVS": 1, "USE_CHECKPOINT": False}, "FPN": {"DROP_BLOCK": False}, "DEVICE": "cpu"},
+              "DYHEAD": {"NUM_CONVS": 1, "USE_CHECKPOINT": False}, "FPN": {"DROP_BLOCK": False}, "DEVICE": "cpu",
+              "LANGUAGE_BACKBONE": {"MODEL_TYPE": str(TINY_BERT)}},
     "INPUT": {"MIN_SIZE_TRAIN": 64, "MAX_SIZE_TRAIN": 96, "MIN_SIZE_TEST": 64, "MAX_SIZE_TEST": 96},
     "AUGMENT": {"MULT_MIN_SIZE_TRAIN": [], "FLIP_PROB_TRAIN": 0.0},
     "DATALOADER": {"NUM_WORKERS": 0, "ASPECT_RATIO_GROUPING": False},
@@ -41,12 +45,6 @@ def merge_yaml(base: dict, over: dict, whole=("REGISTER",)) -> dict:
         else:
             base[key] = value
     return base
-
-
-def no_dropout(monkeypatch):
-    """Every dropout the identity (the README's set-up for the training goldens)."""
-    monkeypatch.setattr(torch.nn.functional, "dropout", lambda input, *args, **kwargs: input)
-    monkeypatch.setattr(torch.nn.Dropout, "forward", lambda self, input: input)
 
 
 def write_tiny_dataset(root: Path, identical: bool = True, n: int = 4):
@@ -106,9 +104,8 @@ def release_log_file():
 
 @pytest.fixture
 def tiny_run(tmp_path, monkeypatch):
-    """(run(argv) of train_net in this process, tmp dir) with a tiny GLIP, its data and its initial weights."""
-    tiny_bert(monkeypatch)
-    no_dropout(monkeypatch)
+    """(run(argv) of train_net in this process, tmp dir) with a tiny GLIP (dropout off), its data and its initial
+    weights."""
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     monkeypatch.delenv("LOCAL_RANK", raising=False)
     monkeypatch.setenv("DATASET", str(tmp_path))
@@ -117,7 +114,8 @@ def tiny_run(tmp_path, monkeypatch):
     config = write_tiny_config(tmp_path / "tiny.yaml")
     save_initial_checkpoint(config, tmp_path / "init.pth")
     tool = load_tool()
-    yield tool.run, tmp_path
+    with no_dropout():
+        yield tool.run, tmp_path
     release_log_file()
 
 
@@ -176,19 +174,73 @@ def test_tool_stops_on_a_non_finite_loss_without_writing_weights(tiny_run):
     assert not any(p.suffix == ".pth" for p in (root / "nan").iterdir())
 
 
+def start_tool(root: Path, out: str, max_iter: int) -> subprocess.Popen:
+    """``tools/train_net.py`` on the tiny config of ``root`` in a child process (stdout and stderr merged)."""
+    command = [sys.executable, str(TOOL), "--config-file", "tiny.yaml", "--skip-test", "MODEL.WEIGHT", "init.pth",
+               "SOLVER.MAX_ITER", str(max_iter), "SOLVER.CHECKPOINT_PERIOD", "1000", "OUTPUT_DIR", out]
+    env = dict(os.environ, DATASET=str(root), PYTHONPATH=str(REPO))
+    env.pop("WORLD_SIZE", None)
+    env.pop("LOCAL_RANK", None)
+    return subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for_line(proc: subprocess.Popen, text: str) -> list:
+    """The child's output lines up to the first one containing ``text``."""
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if text in line:
+            return lines
+    raise AssertionError("the tool ended without printing {!r}:\n{}".format(text, "".join(lines[-40:])))
+
+
+@pytest.mark.slow
+def test_sigterm_stops_with_a_checkpoint_and_the_same_command_resumes(tmp_path):
+    write_tiny_dataset(tmp_path)
+    write_tiny_config(tmp_path / "tiny.yaml")
+    save_initial_checkpoint(tmp_path / "tiny.yaml", tmp_path / "init.pth")
+    max_iter = 12
+    stopped = start_tool(tmp_path, "stopped", max_iter)
+    wait_for_line(stopped, "Start training at iteration 0")
+    time.sleep(0.5)  # into the first iterations
+    stopped.send_signal(signal.SIGTERM)
+    output = stopped.communicate(timeout=600)[0]
+    assert stopped.returncode == 128 + signal.SIGTERM, output[-3000:]
+    assert "Traceback" not in output
+    name = (tmp_path / "stopped/last_checkpoint").read_text()
+    iteration = torch.load(tmp_path / "stopped" / name, map_location="cpu", weights_only=True)["iteration"]
+    assert 1 <= iteration < max_iter and name == "model_{:07d}.pth".format(iteration)
+    assert ("Training stopped by SIGTERM after iteration {}; checkpoint {}. Run the same command again to resume "
+            "from it".format(iteration, os.path.join("stopped", name))) in output
+
+    resumed = start_tool(tmp_path, "stopped", max_iter)
+    output = resumed.communicate(timeout=600)[0]
+    assert resumed.returncode == 0, output[-3000:]
+    assert "Start training at iteration {} of {}".format(iteration, max_iter) in output
+    full = start_tool(tmp_path, "full", max_iter)
+    output = full.communicate(timeout=600)[0]
+    assert full.returncode == 0, output[-3000:]
+    final = torch.load(tmp_path / "full/model_final.pth", map_location="cpu", weights_only=True)
+    again = torch.load(tmp_path / "stopped/model_final.pth", map_location="cpu", weights_only=True)
+    assert final["iteration"] == again["iteration"] == max_iter
+    for key, value in final["model"].items():
+        torch.testing.assert_close(again["model"][key], value, rtol=1e-5, atol=1e-7, msg=key)
+
+
 # --- end to end: the reference's train_net.py command on a real photo ---------------------------------------------
 
+# Runs a tool script with every dropout off (the README's set-up for the training goldens).
 LAUNCHER = '''
 import runpy
 import sys
 
-import torch
+sys.path.insert(0, {tests!r})
+from helpers.stochastic import no_dropout_in_process
 
-torch.nn.functional.dropout = lambda input, *args, **kwargs: input
-torch.nn.Dropout.forward = lambda self, input: input
+no_dropout_in_process()
 sys.argv = sys.argv[1:]
 runpy.run_path(sys.argv[0], run_name="__main__")
-'''
+'''.format(tests=str(REPO / "tests"))
 
 
 def e2e_merged_config(path: Path) -> Path:

@@ -6,11 +6,13 @@ from typing import Optional
 import torch
 
 from glip.data.datasets.coco_base import CocoJsonBase, few_shot_ids
+from glip.data.datasets.registry import register_dataset
 from glip.structures.bounding_box import BoxList
 
 logger = logging.getLogger(__name__)
 
 
+@register_dataset("COCODataset", paths={"ann_file": "ann_file", "root": "img_dir"})
 class COCODataset(CocoJsonBase):
     """Samples ``(image, BoxList with "labels", index)``; labels are contiguous ids (json ids sorted -> 1..K).
 
@@ -23,7 +25,7 @@ class COCODataset(CocoJsonBase):
 
     def __init__(self, ann_file: str, root: str, remove_images_without_annotations: bool = False, transforms=None,
                  ignore_crowd: bool = True, max_box: int = -1, few_shot: int = 0, override_category=None,
-                 shuffle_seed: int = 0, class_agnostic: bool = False, sample_ratio: float = 0.0, **kwargs):
+                 shuffle_seed: int = 0, class_agnostic: bool = False, sample_ratio: float = 0.0):
         super().__init__(root, ann_file, remove_images_without_annotations)
         if few_shot:
             self.ids = few_shot_ids(self.coco, self.ids, few_shot, shuffle_seed=shuffle_seed)

@@ -75,6 +75,8 @@ class CocoJsonBase(torch.utils.data.Dataset):
     Subclasses turn ``load(idx) -> (PIL image, annotation dicts, image_id)`` into samples.
     """
 
+    evaluation_protocol = "coco"
+
     def __init__(self, img_folder: str, ann_file: str, remove_images_without_annotations: bool = True):
         self.root = img_folder
         self.ann_file = ann_file

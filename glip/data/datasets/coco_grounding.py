@@ -10,6 +10,7 @@ from typing import Optional, Sequence
 import torch
 
 from glip.data.datasets.coco_base import CocoJsonBase, few_shot_ids
+from glip.data.datasets.registry import register_dataset
 from glip.data.grounding_target import attach_fields, prepare_grounding_target
 from glip.data.od_to_grounding import (
     check_for_positive_overflow,
@@ -23,6 +24,7 @@ from glip.structures.bounding_box import BoxList
 logger = logging.getLogger(__name__)
 
 
+@register_dataset("CocoGrounding", paths={"img_folder": "img_dir", "ann_file": "ann_file"})
 class CocoGrounding(CocoJsonBase):
     """Samples ``(image, BoxList, index)``; the BoxList carries ``labels`` and the grounding fields of
     :func:`glip.data.grounding_target.prepare_grounding_target` (``caption``, ``tokens_positive``, ``positive_map``
@@ -42,14 +44,14 @@ class CocoGrounding(CocoJsonBase):
     "left"/"right" in it; ``positive_map`` is computed before the flip (both words are one token each).
     """
 
-    def __init__(self, img_folder: str, ann_file: str, transforms=None, return_masks: bool = False,
-                 return_tokens: bool = True, is_train: bool = False, tokenizer=None, disable_shuffle: bool = False,
-                 add_detection_prompt: bool = False, one_hot: bool = False, disable_clip_to_image: bool = False,
-                 no_minus_one_for_one_hot: bool = False, separation_tokens: str = " ", few_shot: int = 0,
-                 no_mask_for_od: bool = False, override_category=None, use_caption_prompt: bool = False,
+    def __init__(self, img_folder: str, ann_file: str, transforms=None, return_tokens: bool = True, tokenizer=None,
+                 disable_shuffle: bool = False, add_detection_prompt: bool = False, one_hot: bool = False,
+                 disable_clip_to_image: bool = False, no_minus_one_for_one_hot: bool = False,
+                 separation_tokens: str = " ", few_shot: int = 0, no_mask_for_od: bool = False,
+                 override_category=None, use_caption_prompt: bool = False,
                  caption_prompt: Optional[Sequence[dict]] = None, max_query_len: int = MAX_QUERY_LEN,
                  special_safeguard_for_coco_grounding: bool = False, random_sample_negative: int = -1,
-                 shuffle_seed: int = 0, rng: Optional[random.Random] = None, **kwargs):
+                 rng: Optional[random.Random] = None):
         super().__init__(img_folder, ann_file, remove_images_without_annotations=True)
         if few_shot:
             self.ids = few_shot_ids(self.coco, self.ids, few_shot, category_slots=max(self.coco.cats.keys()))
@@ -65,7 +67,6 @@ class CocoGrounding(CocoJsonBase):
         self.tokenizer = tokenizer
         self._transforms = transforms
         self.return_tokens = return_tokens
-        self.is_train = is_train
         self.disable_shuffle = disable_shuffle
         self.add_detection_prompt = add_detection_prompt
         self.one_hot = one_hot

@@ -3,11 +3,13 @@ import logging
 import os
 
 from glip.data.datasets.coco_base import CocoJsonBase, load_image
+from glip.data.datasets.registry import register_dataset
 from glip.data.grounding_target import prepare_grounding_target
 
 logger = logging.getLogger(__name__)
 
 
+@register_dataset("LvisDetection", paths={"img_folder": "img_dir", "ann_file": "ann_file"})
 class LvisDetection(CocoJsonBase):
     """Samples ``(image tensor, target dict, index)`` for LVIS evaluation.
 
@@ -17,7 +19,9 @@ class LvisDetection(CocoJsonBase):
     ... (no tokens); the transforms see the image only. ``categories()`` maps json category id -> name.
     """
 
-    def __init__(self, img_folder: str, ann_file: str, transforms=None, return_masks: bool = False, **kwargs):
+    evaluation_protocol = "lvis"
+
+    def __init__(self, img_folder: str, ann_file: str, transforms=None):
         super().__init__(img_folder, ann_file, remove_images_without_annotations=False)
         self._transforms = transforms
 

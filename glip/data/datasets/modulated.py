@@ -8,6 +8,7 @@ import logging
 import os
 
 from glip.data.datasets.coco_base import CocoJsonBase
+from glip.data.datasets.registry import register_dataset
 from glip.data.grounding_target import attach_fields, prepare_grounding_target
 from glip.data.positive_map import MAX_QUERY_LEN, create_positive_map
 from glip.data.transforms import Caption
@@ -16,8 +17,10 @@ from glip.structures.bounding_box import BoxList
 logger = logging.getLogger(__name__)
 
 _EXTRA_IMAGE_KEYS = ("sentence_id", "original_img_id", "original_id", "task_id")
+_CATALOG_PATHS = {"img_folder": "img_folder", "ann_file": "ann_file"}
 
 
+@register_dataset("ModulatedDataset", paths=_CATALOG_PATHS, values={"is_train": "is_train"})
 class ModulatedDataset(CocoJsonBase):
     """Samples ``(image, BoxList, index)`` of caption-grounding json (the reference's ``ModulatedDataset``).
 
@@ -28,10 +31,9 @@ class ModulatedDataset(CocoJsonBase):
     ``nb_eval`` from ``tokens_positive_eval``. A horizontal flip swaps "left"/"right" in the caption.
     """
 
-    def __init__(self, img_folder: str, ann_file: str, transforms=None, return_masks: bool = False,
-                 return_tokens: bool = True, is_train: bool = False, tokenizer=None,
-                 disable_clip_to_image: bool = False, no_mask_for_gold: bool = False,
-                 max_query_len: int = MAX_QUERY_LEN, **kwargs):
+    def __init__(self, img_folder: str, ann_file: str, transforms=None, return_tokens: bool = True,
+                 is_train: bool = False, tokenizer=None, disable_clip_to_image: bool = False,
+                 no_mask_for_gold: bool = False, max_query_len: int = MAX_QUERY_LEN):
         super().__init__(img_folder, ann_file, remove_images_without_annotations=True)
         if tokenizer is None and return_tokens:
             from glip.data.positive_map import load_tokenizer
@@ -80,16 +82,27 @@ class ModulatedDataset(CocoJsonBase):
         return self.load(idx)[0]
 
 
+@register_dataset("FlickrDataset", paths=_CATALOG_PATHS, values={"is_train": "is_train"})
 class FlickrDataset(ModulatedDataset):
     """Flickr30k entities (``flickr30k_train/val/test``; separate or merged GT json)."""
 
+    evaluation_protocol = "flickr"
 
+
+@register_dataset("MixedDataset", paths={"img_folder_coco": "coco_img_dir", "img_folder_vg": "vg_img_dir",
+                                         "ann_file": "ann_file"})
 class MixedDataset(ModulatedDataset):
     """GoldG mix (``mixed_train``, ``mixed_train_no_coco``): images come from ``img_folder_coco`` when the record's
-    ``data_source`` is "coco", else from ``img_folder_vg`` (GQA/VG images)."""
+    ``data_source`` is "coco", else from ``img_folder_vg`` (GQA/VG images). Other arguments as
+    :class:`ModulatedDataset` (the catalog entries give no ``is_train``: test-time fields are computed)."""
 
-    def __init__(self, img_folder_coco: str, img_folder_vg: str, ann_file: str, transforms=None, **kwargs):
-        super().__init__(img_folder_coco, ann_file, transforms=transforms, **kwargs)
+    def __init__(self, img_folder_coco: str, img_folder_vg: str, ann_file: str, transforms=None,
+                 return_tokens: bool = True, is_train: bool = False, tokenizer=None,
+                 disable_clip_to_image: bool = False, no_mask_for_gold: bool = False,
+                 max_query_len: int = MAX_QUERY_LEN):
+        super().__init__(img_folder_coco, ann_file, transforms=transforms, return_tokens=return_tokens,
+                         is_train=is_train, tokenizer=tokenizer, disable_clip_to_image=disable_clip_to_image,
+                         no_mask_for_gold=no_mask_for_gold, max_query_len=max_query_len)
         self.root_coco = img_folder_coco
         self.root_vg = img_folder_vg
 

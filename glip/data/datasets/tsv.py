@@ -20,6 +20,7 @@ import torch
 import yaml
 from PIL import Image
 
+from glip.data.datasets.registry import register_dataset
 from glip.data.grounding_target import attach_fields, prepare_grounding_target
 from glip.data.od_to_grounding import check_for_positive_overflow, convert_od_to_grounding_with_negatives
 from glip.data.positive_map import MAX_QUERY_LEN
@@ -101,6 +102,7 @@ def load_labelmap(path: str) -> dict:
         return {line.strip(): i for i, line in enumerate((line for line in f if line.strip()), start=1)}
 
 
+@register_dataset("ODTSVDataset", paths={"yaml_file": "yaml_path"})
 class ODTSVDataset(torch.utils.data.Dataset):
     """Detection samples ``(image, BoxList with "labels", index, scale)`` from a TSV yaml.
 
@@ -108,7 +110,7 @@ class ODTSVDataset(torch.utils.data.Dataset):
     (``__background__`` = 0). ``scale`` is sqrt(new area / old area) after the transforms.
     """
 
-    def __init__(self, yaml_file: str, transforms=None, **kwargs):
+    def __init__(self, yaml_file: str, transforms=None):
         if not op.isfile(yaml_file):
             raise FileNotFoundError("TSV yaml not found: {}".format(yaml_file))
         with open(yaml_file) as f:
@@ -191,6 +193,10 @@ class ODTSVDataset(torch.utils.data.Dataset):
         return img, target, idx, 1.0
 
 
+_GROUNDING_TSV_CATALOG = dict(paths={"yaml_file": "yaml_path"}, values={"name": "dataset_file"})
+
+
+@register_dataset("CocoDetectionTSV", **_GROUNDING_TSV_CATALOG)
 class CocoDetectionTSV(ODTSVDataset):
     """TSV detection as grounding (``object365_dt_train`` etc.): samples ``(image, BoxList, index)``.
 
@@ -201,11 +207,11 @@ class CocoDetectionTSV(ODTSVDataset):
     """
 
     def __init__(self, name: str, yaml_file: str, transforms=None, return_tokens: bool = True, tokenizer=None,
-                 extra_fields=(), random_sample_negative: int = -1, add_detection_prompt: bool = False,
+                 random_sample_negative: int = -1, add_detection_prompt: bool = False,
                  add_detection_prompt_advanced: bool = False, control_probabilities=(0.0, 0.0, 1.0, 0.0),
                  disable_shuffle: bool = False, disable_clip_to_image: bool = False, separation_tokens: str = " ",
                  no_mask_for_od: bool = False, max_num_labels: int = -1, max_query_len: int = MAX_QUERY_LEN,
-                 rng: Optional[random.Random] = None, **kwargs):
+                 rng: Optional[random.Random] = None):
         super().__init__(yaml_file, transforms=None)
         if tokenizer is None:
             from glip.data.positive_map import load_tokenizer
@@ -270,5 +276,6 @@ class CocoDetectionTSV(ODTSVDataset):
         return img, target, idx
 
 
+@register_dataset("Object365DetectionTSV", **_GROUNDING_TSV_CATALOG)
 class Object365DetectionTSV(CocoDetectionTSV):
     """Objects365 in the reference's TSV layout."""

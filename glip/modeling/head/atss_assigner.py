@@ -8,7 +8,7 @@ sides. An anchor that is positive for several boxes goes to the box with the hig
 IoUs use the legacy "+1" pixel areas (`box_iou_legacy`). The sequence of tensor operations mirrors the reference
 so that ties (equal distances in `topk`, equal IoUs in `max`) resolve the same way.
 """
-from typing import List, Sequence
+from typing import Sequence
 
 import torch
 
@@ -81,13 +81,3 @@ def atss_assign(anchors_per_level: Sequence[torch.Tensor], gt_boxes: torch.Tenso
     best_values, best_idxs = ious_inf.max(dim=1)
     return torch.where(best_values == -INF, torch.full_like(best_idxs, -1), best_idxs)
 
-
-class ATSSAssigner:
-    """Callable wrapper: `assigner(anchors_per_level, gt_boxes) -> matched gt index (N,)`, -1 negative."""
-
-    def __init__(self, topk: int = 9, num_anchors_per_location: int = 1):
-        self.topk = topk
-        self.num_anchors_per_location = num_anchors_per_location
-
-    def __call__(self, anchors_per_level: List[torch.Tensor], gt_boxes: torch.Tensor) -> torch.Tensor:
-        return atss_assign(anchors_per_level, gt_boxes, self.topk, self.num_anchors_per_location)

@@ -1,8 +1,9 @@
 """The ATSS training loss of GLIP's VLDyHead (the reference's `ATSSLossComputation`).
 
 Per image, anchors are matched to ground-truth boxes with ATSS (`atss_assign`). From the match it builds
-class labels, box regression targets (`BoxCoder.encode`) and token targets (the matched box's row of the binary
-positive map; unmatched anchors get a single 1 at the last token index, the "no object" slot). Losses:
+class labels, box regression targets (`BoxCoder.encode`) and token targets (the matched box's row of the batch's
+binary `token_targets`, see glip/data/positive_map.py; unmatched anchors get a single 1 at the last token index,
+the "no object" slot). Each loss term is one `ATSSLoss.loss_<term>` method (`ATSSLoss.LOSS_TERMS`):
 
 * `loss_cls`: classic sigmoid focal loss of `cls_logits` / #positives (the head zeroes it unless
   USE_CLASSIFICATION_LOSS).
@@ -12,38 +13,24 @@ positive map; unmatched anchors get a single 1 at the last token index, the "no 
 * `loss_reg`: GIoU of decoded predictions vs decoded targets, weighted by the centerness targets and divided by
   their sum, times `reg_loss_weight`.
 * `loss_centerness`: BCE-with-logits against the centerness of the anchor centre in its matched box, / #positives.
+* `mlm_loss`: cross-entropy of the masked-language-model head (MLM_LOSS), where labels are given.
 
 #positives (and the centerness-target sum) are averaged over all processes when torch.distributed is initialised,
 so every process normalises by the same global count.
 """
 import logging
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
 from glip.layers.sigmoid_focal_loss import SigmoidFocalLoss, TokenSigmoidFocalLoss
 from glip.modeling.head.atss_assigner import atss_assign
+from glip.modeling.head.levels import flatten_levels
+from glip.utils.comm import get_world_size, reduce_sum
 
 logger = logging.getLogger(__name__)
-
-
-def get_world_size() -> int:
-    """Number of processes of the initialised default group (1 without torch.distributed)."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size()
-    return 1
-
-
-def reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
-    """Sum of `tensor` over all processes (a copy; the tensor itself when not distributed)."""
-    if get_world_size() == 1:
-        return tensor
-    tensor = tensor.clone()
-    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-    return tensor
 
 
 def _boxes(x) -> torch.Tensor:
@@ -53,16 +40,6 @@ def _boxes(x) -> torch.Tensor:
     if getattr(x, "mode", "xyxy") != "xyxy":
         x = x.convert("xyxy")
     return x.bbox
-
-
-def flatten_levels(per_level: Sequence[torch.Tensor], channels: int) -> torch.Tensor:
-    """Per-level maps `(B, A*K, H, W)` -> `(B, sum_l H*W*A, K)`, ordered (level, y, x, anchor)."""
-    out = []
-    for x in per_level:
-        b, _, h, w = x.shape
-        x = x.view(b, -1, channels, h, w).permute(0, 3, 4, 1, 2)
-        out.append(x.reshape(b, -1, channels))
-    return torch.cat(out, dim=1)
 
 
 def centerness_targets(reg_targets: torch.Tensor, anchors: torch.Tensor, box_coder) -> torch.Tensor:
@@ -123,20 +100,20 @@ def fit_width(token_labels: torch.Tensor, width: int) -> torch.Tensor:
     return token_labels
 
 
-def contrastive_align_loss(logits: torch.Tensor, positive_map: torch.Tensor) -> torch.Tensor:
+def contrastive_align_loss(logits: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
     """MDETR contrastive alignment: mean of the box->token and token->box losses (summed, unnormalised).
 
     Args:
-        logits: `(B, N, T)` box-token similarities; positive_map: `(B, N, T)` bool.
+        logits: `(B, N, T)` box-token similarities; positives: `(B, N, T)` bool.
     """
-    positive_logits = -logits.masked_fill(~positive_map, 0)
+    positive_logits = -logits.masked_fill(~positives, 0)
 
-    boxes_with_pos = positive_map.any(2)
-    box_to_token = (positive_logits.sum(2) / (positive_map.sum(2) + 1e-6) + logits.logsumexp(2))
+    boxes_with_pos = positives.any(2)
+    box_to_token = (positive_logits.sum(2) / (positives.sum(2) + 1e-6) + logits.logsumexp(2))
     box_to_token = box_to_token.masked_fill(~boxes_with_pos, 0).sum()
 
-    tokens_with_pos = positive_map.any(1)
-    token_to_box = (positive_logits.sum(1) / (positive_map.sum(1) + 1e-6) + logits.logsumexp(1))
+    tokens_with_pos = positives.any(1)
+    token_to_box = (positive_logits.sum(1) / (positives.sum(1) + 1e-6) + logits.logsumexp(1))
     token_to_box = token_to_box.masked_fill(~tokens_with_pos, 0).sum()
     return (box_to_token + token_to_box) / 2
 
@@ -169,8 +146,32 @@ def tokens_positive_map(tokenized, batch_index: int, tokens_positive, width: int
     return out
 
 
+class MatchedBatch:
+    """What every loss term reads: the head outputs, the ATSS match and the batch's flattened targets.
+
+    Attributes:
+        outputs: the head's output dict (`box_cls`, `box_regression`, `centerness`: per level
+            `(B, A*K, H_l, W_l)`; `dot_product_logits`, `contrastive_logits`: per level `(B, H_l*W_l*A, T)`;
+            `token_logits`: per level `(B, A*T, H_l, W_l)`; `mlm_logits` `(B, T, vocab)`; absent or None when off).
+        targets, captions, token_targets, text_masks, mlm_labels: as given to `ATSSLoss.forward`.
+        prepared: `ATSSLoss.prepare_targets`'s per-image lists.
+        num_anchors: anchors per location A.
+        box_regression, centerness: `(sum of anchors, 4)` / `(sum of anchors,)` float32, images concatenated.
+        labels, reg_targets, anchors: the matching targets / anchor boxes in the same order.
+        pos_inds: `(P,)` indices of the positive anchors.
+        num_gpus, num_pos_avg: processes, and positives per process averaged over them (at least 1).
+        token_labels: `(B, sum of anchors per image, T)` token targets cut to the text width, or None.
+    """
+
+    def __init__(self, **fields):
+        self.__dict__.update(fields)
+
+
 class ATSSLoss(nn.Module):
     """ATSS matching + GLIP's detection / grounding losses.
+
+    Each loss is one method `loss_<term>(batch: MatchedBatch) -> {name: scalar}` (empty when the term is off or
+    has no input), run in the order of `LOSS_TERMS`; adding a loss is one method and one entry there.
 
     Args:
         box_coder: a `BoxCoder` (weights (10, 10, 5, 5)) with `encode(gt, anchors)` / `decode(codes, anchors)`.
@@ -181,8 +182,10 @@ class ATSSLoss(nn.Module):
         reg_loss_weight: multiplies the GIoU loss (MODEL.ATSS.REG_LOSS_WEIGHT).
         use_dot_product_token_loss, use_token_loss, use_contrastive_align_loss: which token losses to compute.
         tokenizer: tokenizer used to locate `tokens_positive` spans for the contrastive-align map (the reference
-            re-tokenizes the captions with padding "longest"); without it the binary `positive_map` rows are used.
+            re-tokenizes the captions with padding "longest"); without it the `token_targets` rows are used.
     """
+
+    LOSS_TERMS = ("boxes", "cls", "token", "contrastive_align", "dot_product_token", "mlm")
 
     def __init__(self, box_coder, topk: int = 9, num_anchors_per_location: int = 1, focal_alpha: float = 0.25,
                  focal_gamma: float = 2.0, token_alpha: float = 0.25, token_gamma: float = 2.0,
@@ -200,68 +203,70 @@ class ATSSLoss(nn.Module):
         self.use_contrastive_align_loss = use_contrastive_align_loss
         self.tokenizer = tokenizer
 
-    def prepare_targets(self, targets, anchors, positive_map: Optional[torch.Tensor] = None) -> Dict[str, list]:
+    def prepare_targets(self, targets, anchors, token_targets: Optional[torch.Tensor] = None) -> Dict[str, list]:
         """Match every image's anchors and build its targets.
 
         Args:
             targets: per image a BoxList (xyxy) with a "labels" field.
             anchors: per image, per level a BoxList (or `(N_l, 4)` tensor) of anchors.
-            positive_map: `(sum of boxes, T)` binary map, the images' rows concatenated in order.
+            token_targets: `(sum of boxes, T)` binary map, the images' rows concatenated in order.
 
         Returns a dict of per-image lists: `matched_idxs` `(N,)` (-1 negative), `labels` `(N,)` (0 negative),
         `reg_targets` `(N, 4)` (negatives encode box 0, as the reference), `token_labels` `(N, T)` (if
-        `positive_map` is given).
+        `token_targets` is given).
         """
         out = {"matched_idxs": [], "labels": [], "reg_targets": [], "token_labels": []}
         offset = 0
         for target, anchors_per_image in zip(targets, anchors):
             gt_boxes = _boxes(target)
-            gt_labels = target.get_field("labels")
             levels = [_boxes(a) for a in anchors_per_image]
-            anchor_boxes = torch.cat(levels, dim=0)
             matched = atss_assign(levels, gt_boxes, self.topk, self.num_anchors_per_location)
-            is_pos = matched >= 0
-            safe = matched.clamp(min=0)
-
-            if gt_boxes.shape[0] > 0:
-                matched_labels = gt_labels.to(matched.device)[safe]
-                labels = torch.where(is_pos, matched_labels, torch.zeros_like(matched_labels))
-                reg_targets = self.box_coder.encode(gt_boxes[safe], anchor_boxes)
-            else:
-                labels = torch.zeros_like(matched)
-                reg_targets = torch.zeros_like(anchor_boxes)
+            labels, reg_targets = self._box_targets(matched, gt_boxes, target.get_field("labels"),
+                                                    torch.cat(levels, dim=0))
             out["matched_idxs"].append(matched)
             out["labels"].append(labels)
             out["reg_targets"].append(reg_targets)
-
-            if positive_map is not None:
+            if token_targets is not None:
                 num_gt = gt_boxes.shape[0]
-                rows = positive_map[offset:offset + num_gt].to(device=anchor_boxes.device, dtype=torch.float32)
+                out["token_labels"].append(self._token_labels(matched, token_targets[offset:offset + num_gt],
+                                                              num_gt, token_targets.shape[1]))
                 offset += num_gt
-                no_object = torch.zeros(positive_map.shape[1], dtype=torch.float32, device=rows.device)
-                no_object[-1] = 1
-                if num_gt > 0:
-                    token_labels = torch.where(is_pos[:, None], rows[safe], no_object[None, :])
-                else:
-                    token_labels = no_object[None, :].repeat(matched.shape[0], 1)
-                out["token_labels"].append(token_labels)
         return out
 
-    def _contrastive_maps(self, targets, prepared, positive_map, captions, width) -> torch.Tensor:
+    def _box_targets(self, matched, gt_boxes, gt_labels, anchor_boxes):
+        """`(labels (N,), reg_targets (N, 4))` of one image's anchors from their matched gt index (-1 negative)."""
+        if gt_boxes.shape[0] == 0:
+            return torch.zeros_like(matched), torch.zeros_like(anchor_boxes)
+        safe = matched.clamp(min=0)
+        matched_labels = gt_labels.to(matched.device)[safe]
+        labels = torch.where(matched >= 0, matched_labels, torch.zeros_like(matched_labels))
+        return labels, self.box_coder.encode(gt_boxes[safe], anchor_boxes)
+
+    @staticmethod
+    def _token_labels(matched, rows, num_gt, width):
+        """`(N, width)` float: a positive's matched box's row of `rows (num_gt, width)`, else the no-object slot."""
+        rows = rows.to(device=matched.device, dtype=torch.float32)
+        no_object = torch.zeros(width, dtype=torch.float32, device=rows.device)
+        no_object[-1] = 1
+        if num_gt == 0:
+            return no_object[None, :].repeat(matched.shape[0], 1)
+        return torch.where((matched >= 0)[:, None], rows[matched.clamp(min=0)], no_object[None, :])
+
+    def _contrastive_maps(self, batch: MatchedBatch, width: int) -> torch.Tensor:
         """`(B, N, width)` bool: each positive anchor's matched box's tokens (negatives all False)."""
         tokenized = None
-        if self.tokenizer is not None and captions is not None:
-            tokenized = self.tokenizer(list(captions), padding="longest", return_tensors="pt")
+        if self.tokenizer is not None and batch.captions is not None:
+            tokenized = self.tokenizer(list(batch.captions), padding="longest", return_tensors="pt")
         maps, offset = [], 0
-        for i, (target, matched) in enumerate(zip(targets, prepared["matched_idxs"])):
+        for i, (target, matched) in enumerate(zip(batch.targets, batch.prepared["matched_idxs"])):
             num_gt = _boxes(target).shape[0]
             spans_field = "tokens_positive" if target.has_field("tokens_positive") else "tokens"
             if tokenized is not None and target.has_field(spans_field):
                 box_map = tokens_positive_map(tokenized, i, target.get_field(spans_field), width)
-            elif positive_map is None:
-                raise ValueError("contrastive align needs the positive_map or captions + 'tokens_positive' spans")
+            elif batch.token_targets is None:
+                raise ValueError("contrastive align needs the token_targets or captions + 'tokens_positive' spans")
             else:
-                box_map = positive_map[offset:offset + num_gt, :width] > 0
+                box_map = batch.token_targets[offset:offset + num_gt, :width] > 0
             offset += num_gt
             box_map = box_map.to(matched.device)
             if num_gt == 0:
@@ -270,92 +275,122 @@ class ATSSLoss(nn.Module):
                 maps.append(box_map[matched.clamp(min=0)] & (matched >= 0)[:, None])
         return torch.stack(maps, dim=0)
 
-    def forward(self, box_regression: List[torch.Tensor], centerness: List[torch.Tensor], targets, anchors,
-                box_cls: Optional[List[torch.Tensor]] = None, positive_map: Optional[torch.Tensor] = None,
-                dot_product_logits: Optional[List[torch.Tensor]] = None, text_masks: Optional[torch.Tensor] = None,
-                token_logits: Optional[List[torch.Tensor]] = None,
-                contrastive_logits: Optional[List[torch.Tensor]] = None, proj_tokens: Optional[torch.Tensor] = None,
-                captions: Optional[Sequence[str]] = None,
-                ) -> Dict[str, torch.Tensor]:
-        """Raw (unweighted, except `loss_reg` x reg_loss_weight) losses.
-
-        Args:
-            box_regression: per level `(B, A*4, H_l, W_l)` (after the level Scale).
-            centerness: per level `(B, A, H_l, W_l)` logits.
-            targets: per image a BoxList with "labels" (and "tokens_positive" for contrastive align).
-            anchors: per image, per level anchor BoxLists (or `(H_l*W_l*A, 4)` tensors).
-            box_cls: per level `(B, A*C, H_l, W_l)` class logits -> `loss_cls`.
-            positive_map: `(sum of boxes, T)` binary token map of all images' boxes.
-            dot_product_logits: per level `(B, H_l*W_l*A, T)` -> `loss_dot_product_token`.
-            text_masks: `(B, T)` attention mask of the caption tokens.
-            token_logits: per level `(B, A*T, H_l, W_l)` -> `loss_token`.
-            contrastive_logits: per level `(B, H_l*W_l*A, T')` -> `loss_contrastive_align`.
-            proj_tokens: unused (kept for the reference's call signature).
-            captions: the batch's captions, for the contrastive-align token spans.
-
-        Returns a dict with `loss_reg`, `loss_centerness` and, when computed, `loss_cls`, `loss_token`,
-        `loss_contrastive_align`, `loss_dot_product_token` (scalars).
-        """
-        wants_tokens = (self.use_dot_product_token_loss and dot_product_logits is not None) or \
-            (self.use_token_loss and token_logits is not None)
-        if wants_tokens and positive_map is None:
-            raise ValueError("the token losses need the (sum of boxes, T) positive_map of the batch")
-        box_regression = [x.float() for x in box_regression]
-        centerness = [x.float() for x in centerness]
-        prepared = self.prepare_targets(targets, anchors, positive_map)
-        batch = len(prepared["labels"])
-
-        box_regression_flat = flatten_levels(box_regression, 4).reshape(-1, 4)
-        centerness_flat = torch.cat([c.permute(0, 2, 3, 1).reshape(batch, -1, 1) for c in centerness],
-                                    dim=1).reshape(-1)
-        labels_flat = torch.cat(prepared["labels"], dim=0)
-        reg_targets_flat = torch.cat(prepared["reg_targets"], dim=0)
-        anchors_flat = torch.cat([torch.cat([_boxes(a) for a in per_image], dim=0) for per_image in anchors], dim=0)
-
-        pos_inds = torch.nonzero(labels_flat > 0).squeeze(1)
+    def match(self, outputs: dict, targets, anchors, token_targets=None, text_masks=None, mlm_labels=None,
+              captions=None) -> MatchedBatch:
+        """ATSS-match the batch and flatten predictions and targets (see `MatchedBatch`)."""
+        wants_tokens = (self.use_dot_product_token_loss and outputs.get("dot_product_logits") is not None) or \
+            (self.use_token_loss and outputs.get("token_logits") is not None)
+        if wants_tokens and token_targets is None:
+            raise ValueError("the token losses need the (sum of boxes, T) token_targets of the batch")
+        box_regression = [x.float() for x in outputs["box_regression"]]
+        prepared = self.prepare_targets(targets, anchors, token_targets)
+        labels = torch.cat(prepared["labels"], dim=0)
+        pos_inds = torch.nonzero(labels > 0).squeeze(1)
         num_gpus = get_world_size()
         total_num_pos = reduce_sum(pos_inds.new_tensor([pos_inds.numel()])).item()
-        num_pos_avg = max(total_num_pos / float(num_gpus), 1.0)
+        token_labels = None
+        if token_targets is not None:
+            token_labels = torch.stack(prepared["token_labels"], dim=0)
+            if text_masks is not None:
+                token_labels = fit_width(token_labels, text_masks.shape[-1])
+        return MatchedBatch(
+            outputs=outputs, targets=targets, captions=captions, token_targets=token_targets,
+            text_masks=text_masks, mlm_labels=mlm_labels, prepared=prepared,
+            num_anchors=box_regression[0].shape[1] // 4,
+            box_regression=flatten_levels(box_regression, 4).reshape(-1, 4),
+            centerness=flatten_levels([x.float() for x in outputs["centerness"]], 1).reshape(-1),
+            labels=labels, reg_targets=torch.cat(prepared["reg_targets"], dim=0),
+            anchors=torch.cat([torch.cat([_boxes(a) for a in per_image], dim=0) for per_image in anchors], dim=0),
+            pos_inds=pos_inds, num_gpus=num_gpus, num_pos_avg=max(total_num_pos / float(num_gpus), 1.0),
+            token_labels=token_labels)
 
-        losses = {}
-        if box_cls is not None:
-            num_classes = box_cls[0].shape[1] // (box_regression[0].shape[1] // 4)
-            box_cls_flat = flatten_levels([x.float() for x in box_cls], num_classes).reshape(-1, num_classes)
-            losses["loss_cls"] = self.cls_loss_func(box_cls_flat, labels_flat.int()) / num_pos_avg
-
-        token_labels = torch.stack(prepared["token_labels"], dim=0) if positive_map is not None else None
-        if token_labels is not None and text_masks is not None:
-            token_labels = fit_width(token_labels, text_masks.shape[-1])
-        if self.use_token_loss and token_logits is not None:
-            num_tokens = token_logits[0].shape[1] // (box_regression[0].shape[1] // 4)
-            stacked = flatten_levels([x.float() for x in token_logits], num_tokens)
-            losses["loss_token"] = self.token_loss_func(stacked, token_labels, text_masks) / num_pos_avg
-        if self.use_contrastive_align_loss and contrastive_logits is not None:
-            logits = torch.cat([x.float() for x in contrastive_logits], dim=1)
-            maps = self._contrastive_maps(targets, prepared, positive_map, captions, logits.shape[-1])
-            losses["loss_contrastive_align"] = contrastive_align_loss(logits, maps) / num_pos_avg
-        if self.use_dot_product_token_loss and dot_product_logits is not None:
-            logits = torch.cat([x.float() for x in dot_product_logits], dim=1)
-            losses["loss_dot_product_token"] = self.token_loss_func(logits, token_labels, text_masks) / num_pos_avg
-
-        box_regression_pos = box_regression_flat[pos_inds]
-        centerness_pos = centerness_flat[pos_inds]
+    def loss_boxes(self, batch: MatchedBatch) -> Dict[str, torch.Tensor]:
+        """`loss_reg` (centerness-weighted GIoU x reg_loss_weight) and `loss_centerness` (BCE) of the positives."""
+        pos_inds = batch.pos_inds
+        box_regression_pos = batch.box_regression[pos_inds]
+        centerness_pos = batch.centerness[pos_inds]
         if pos_inds.numel() > 0:
-            reg_targets_pos = reg_targets_flat[pos_inds]
-            anchors_pos = anchors_flat[pos_inds]
+            reg_targets_pos = batch.reg_targets[pos_inds]
+            anchors_pos = batch.anchors[pos_inds]
             ctr_targets = centerness_targets(reg_targets_pos, anchors_pos, self.box_coder)
-            ctr_sum_avg = reduce_sum(ctr_targets.sum()).item() / float(num_gpus)
+            ctr_sum_avg = reduce_sum(ctr_targets.sum()).item() / float(batch.num_gpus)
             pred_boxes = self.box_coder.decode(box_regression_pos, anchors_pos)
             gt_boxes = self.box_coder.decode(reg_targets_pos, anchors_pos)
             reg_loss = giou_loss(pred_boxes, gt_boxes, weight=ctr_targets) / ctr_sum_avg
             centerness_loss = F.binary_cross_entropy_with_logits(
-                centerness_pos, ctr_targets, reduction="sum") / num_pos_avg
+                centerness_pos, ctr_targets, reduction="sum") / batch.num_pos_avg
         else:
             reg_loss = box_regression_pos.sum()
-            reduce_sum(centerness_flat.new_zeros(()))
+            reduce_sum(batch.centerness.new_zeros(()))  # the other processes' centerness-sum collective
             centerness_loss = centerness_pos.sum()
-        losses["loss_reg"] = reg_loss * self.reg_loss_weight
-        losses["loss_centerness"] = centerness_loss
+        return {"loss_reg": reg_loss * self.reg_loss_weight, "loss_centerness": centerness_loss}
+
+    def loss_cls(self, batch: MatchedBatch) -> Dict[str, torch.Tensor]:
+        """`loss_cls`: sigmoid focal loss of the classic class logits / #positives."""
+        box_cls = batch.outputs.get("box_cls")
+        if box_cls is None:
+            return {}
+        num_classes = box_cls[0].shape[1] // batch.num_anchors
+        logits = flatten_levels([x.float() for x in box_cls], num_classes).reshape(-1, num_classes)
+        return {"loss_cls": self.cls_loss_func(logits, batch.labels.int()) / batch.num_pos_avg}
+
+    def loss_token(self, batch: MatchedBatch) -> Dict[str, torch.Tensor]:
+        """`loss_token`: token focal loss of the per-location token classifier / #positives."""
+        token_logits = batch.outputs.get("token_logits")
+        if not self.use_token_loss or token_logits is None:
+            return {}
+        num_tokens = token_logits[0].shape[1] // batch.num_anchors
+        logits = flatten_levels([x.float() for x in token_logits], num_tokens)
+        return {"loss_token": self.token_loss_func(logits, batch.token_labels, batch.text_masks) / batch.num_pos_avg}
+
+    def loss_contrastive_align(self, batch: MatchedBatch) -> Dict[str, torch.Tensor]:
+        """`loss_contrastive_align`: MDETR box<->token contrastive loss / #positives."""
+        contrastive_logits = batch.outputs.get("contrastive_logits")
+        if not self.use_contrastive_align_loss or contrastive_logits is None:
+            return {}
+        logits = torch.cat([x.float() for x in contrastive_logits], dim=1)
+        maps = self._contrastive_maps(batch, logits.shape[-1])
+        return {"loss_contrastive_align": contrastive_align_loss(logits, maps) / batch.num_pos_avg}
+
+    def loss_dot_product_token(self, batch: MatchedBatch) -> Dict[str, torch.Tensor]:
+        """`loss_dot_product_token`: token focal loss of the region-token dot products / #positives."""
+        dot_product_logits = batch.outputs.get("dot_product_logits")
+        if not self.use_dot_product_token_loss or dot_product_logits is None:
+            return {}
+        logits = torch.cat([x.float() for x in dot_product_logits], dim=1)
+        loss = self.token_loss_func(logits, batch.token_labels, batch.text_masks) / batch.num_pos_avg
+        return {"loss_dot_product_token": loss}
+
+    def loss_mlm(self, batch: MatchedBatch) -> Dict[str, torch.Tensor]:
+        """`mlm_loss`: cross-entropy of the masked-language-model head where labels are given (-100 ignored)."""
+        logits = batch.outputs.get("mlm_logits")
+        if logits is None or batch.mlm_labels is None:
+            return {}
+        return {"mlm_loss": F.cross_entropy(logits.view(-1, logits.size(-1)), batch.mlm_labels.view(-1),
+                                            ignore_index=-100)}
+
+    def forward(self, outputs: dict, targets, anchors, token_targets: Optional[torch.Tensor] = None,
+                text_masks: Optional[torch.Tensor] = None, mlm_labels: Optional[torch.Tensor] = None,
+                captions: Optional[Sequence[str]] = None) -> Dict[str, torch.Tensor]:
+        """Raw (unweighted, except `loss_reg` x reg_loss_weight) losses.
+
+        Args:
+            outputs: the head's output dict (see `MatchedBatch`); `box_regression` (after the level Scale) and
+                `centerness` are required.
+            targets: per image a BoxList with "labels" (and "tokens_positive" for contrastive align).
+            anchors: per image, per level anchor BoxLists (or `(H_l*W_l*A, 4)` tensors).
+            token_targets: `(sum of boxes, T)` binary token map of all images' boxes.
+            text_masks: `(B, T)` attention mask of the caption tokens.
+            mlm_labels: `(B, T)` masked-language-model labels, or None.
+            captions: the batch's captions, for the contrastive-align token spans.
+
+        Returns a dict with `loss_reg`, `loss_centerness` and, when computed, `loss_cls`, `loss_token`,
+        `loss_contrastive_align`, `loss_dot_product_token`, `mlm_loss` (scalars), in that order.
+        """
+        batch = self.match(outputs, targets, anchors, token_targets, text_masks, mlm_labels, captions)
+        losses = {}
+        for term in self.LOSS_TERMS:
+            losses.update(getattr(self, "loss_" + term)(batch))
         return losses
 
 

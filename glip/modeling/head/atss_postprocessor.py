@@ -8,33 +8,29 @@ clipped and filtered by size. Per image the levels are merged, multi-label NMS i
 import torch
 from torch import nn
 
+from glip.modeling.head.levels import flatten_level
 from glip.structures.bounding_box import BoxList
 from glip.structures.boxlist_ops import boxlist_ml_nms, cat_boxlist, remove_small_boxes
 
 SCORE_AGGREGATIONS = ("MEAN", "MAX", "POWER", "ONEHOT")
 
 
-def permute_and_flatten(layer, n, a, c, h, w):
-    """`(N, A*C, H, W)` -> `(N, H*W*A, C)`, location-major (y, x) then anchor, as the anchors are laid out."""
-    return layer.view(n, a, c, h, w).permute(0, 3, 4, 1, 2).reshape(n, -1, c)
-
-
 class PositiveMapAggregator:
-    """Maps per-token probabilities to per-class scores for a `positive_map` {label: [token indices]}.
+    """Maps per-token probabilities to per-class scores for a prompt's `label_to_tokens` {label: [token indices]}.
 
-    Built once per forward: a `(num_tokens, num_classes)` token-count (0/1) matrix with per-class token counts (MEAN) and a
-    padded `(num_classes, max_tokens)` index table (MAX, POWER). Label j fills column `j - 1`; classes without
+    Built once per forward: a `(num_tokens, num_classes)` token-count (0/1) matrix with per-class token counts
+    (MEAN) and a padded `(num_classes, max_tokens)` index table (MAX, POWER). Label j fills column `j - 1`; classes without
     tokens score 0. Call with probabilities `(N, L, num_tokens)` -> `(N, L, num_classes)`.
     """
 
-    def __init__(self, positive_map, num_tokens, num_classes, score_agg="MEAN", device=None):
+    def __init__(self, label_to_tokens, num_tokens, num_classes, score_agg="MEAN", device=None):
         if score_agg not in SCORE_AGGREGATIONS:
             raise NotImplementedError("score_agg {} is not supported".format(score_agg))
         self.score_agg = score_agg
         self.num_classes = num_classes
-        self.num_labels = len(positive_map)
+        self.num_labels = len(label_to_tokens)
         token_lists = {}
-        for label, tokens in positive_map.items():
+        for label, tokens in label_to_tokens.items():
             tokens = [int(tokens)] if isinstance(tokens, int) else [int(t) for t in tokens]
             token_lists[int(label) - 1] = tokens
         classes = sorted(token_lists)
@@ -74,14 +70,6 @@ class PositiveMapAggregator:
             per_class = torch.pow(gathered.prod(-1), 1.0 / self.valid.sum(-1).to(probs.dtype))
         scores[:, :, self.classes] = per_class
         return scores
-
-
-def convert_grounding_to_od_logits(logits, num_classes, positive_map, score_agg="MEAN"):
-    """Class scores `(N, L, num_classes)` from token probabilities `logits (N, L, T)` (reference name)."""
-    if positive_map is None:
-        return logits.new_zeros(logits.shape[0], logits.shape[1], num_classes)
-    agg = PositiveMapAggregator(positive_map, logits.shape[-1], num_classes, score_agg, logits.device)
-    return agg(logits)
 
 
 class ATSSPostProcessor(nn.Module):
@@ -130,20 +118,20 @@ class ATSSPostProcessor(nn.Module):
         `box_regression (N, 4A, H, W)`, `centerness (N, A, H, W)`, `anchors` list of N BoxLists `(HWA, 4)`,
         `box_cls (N, A*C, H, W)` logits, `token_logits (N, A*T, H, W)`, `dot_product_logits (N, HW, T)`.
         """
-        n, _, h, w = box_regression.shape
+        n = box_regression.shape[0]
         a = box_regression.size(1) // 4
         if box_cls is not None:
-            box_cls = permute_and_flatten(box_cls, n, a, box_cls.size(1) // a, h, w).sigmoid()
+            box_cls = flatten_level(box_cls, box_cls.size(1) // a).sigmoid()
         if token_logits is not None:
             t = token_logits.size(1) // a
-            box_cls = aggregator(permute_and_flatten(token_logits, n, a, t, h, w).sigmoid())
+            box_cls = aggregator(flatten_level(token_logits, t).sigmoid())
         if dot_product_logits is not None:
             box_cls = aggregator(dot_product_logits.sigmoid())
 
-        box_regression = permute_and_flatten(box_regression, n, a, 4, h, w).reshape(n, -1, 4)
+        box_regression = flatten_level(box_regression, 4).reshape(n, -1, 4)
         candidate_inds = box_cls > self.pre_nms_thresh
         pre_nms_top_n = candidate_inds.reshape(n, -1).sum(1).clamp(max=self.pre_nms_top_n)
-        centerness = permute_and_flatten(centerness, n, a, 1, h, w).reshape(n, -1).sigmoid()
+        centerness = flatten_level(centerness, 1).reshape(n, -1).sigmoid()
         box_cls = box_cls * centerness[:, :, None]
 
         results = []
@@ -169,11 +157,11 @@ class ATSSPostProcessor(nn.Module):
         return results
 
     def forward(self, box_regression, centerness, anchors, box_cls=None, token_logits=None,
-                dot_product_logits=None, positive_map=None):
+                dot_product_logits=None, label_to_tokens=None):
         """List over images of BoxList (xyxy, image size of the anchors) with fields "labels", "scores".
 
         Inputs are lists over levels (see `forward_for_single_feature_map`); `anchors` is per image a list of
-        per-level BoxLists; `positive_map` is {label: [token indices]}.
+        per-level BoxLists; `label_to_tokens` is the prompt's {label: [token indices]}.
         """
         num_anchors = box_regression[0].size(1) // 4
         aggregator = None
@@ -181,7 +169,7 @@ class ATSSPostProcessor(nn.Module):
             logits = dot_product_logits if dot_product_logits is not None else token_logits
             num_tokens = logits[0].shape[-1] if dot_product_logits is not None \
                 else logits[0].size(1) // num_anchors
-            aggregator = PositiveMapAggregator(positive_map or {}, num_tokens,
+            aggregator = PositiveMapAggregator(label_to_tokens or {}, num_tokens,
                                                self._class_width(box_cls, num_anchors), self.score_agg,
                                                box_regression[0].device)
 

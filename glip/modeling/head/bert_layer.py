@@ -11,8 +11,6 @@ import torch
 from torch import nn
 from transformers.activations import ACT2FN
 
-from glip.modeling.language.bert import load_bert_config
-
 CLAMP_LIMIT = 50000.0
 
 
@@ -148,13 +146,10 @@ class BertEncoderLayer(nn.Module):
         return {"visual": inputs["visual"], "lang": new_lang}
 
 
-def build_bert_encoder_layer(cfg, bert_config=None) -> BertEncoderLayer:
-    """BertEncoderLayer with the text encoder's BERT config and cfg.MODEL.DYHEAD.FUSE_CONFIG.CLAMP_BERTATTN_*.
-
-    `bert_config` (a transformers BertConfig) defaults to the one of cfg.MODEL.LANGUAGE_BACKBONE.MODEL_TYPE.
-    """
-    if bert_config is None:
-        bert_config = load_bert_config(cfg.MODEL.LANGUAGE_BACKBONE.MODEL_TYPE)
+def build_bert_encoder_layer(cfg, bert_config) -> BertEncoderLayer:
+    """BertEncoderLayer with the language backbone's BERT config (`bert_config`, a transformers BertConfig:
+    hidden size, heads, feed-forward width, activation, LayerNorm eps, dropouts) and
+    cfg.MODEL.DYHEAD.FUSE_CONFIG.CLAMP_BERTATTN_*."""
     fuse = cfg.MODEL.DYHEAD.FUSE_CONFIG
     return BertEncoderLayer(
         hidden_size=bert_config.hidden_size,

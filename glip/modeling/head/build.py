@@ -23,8 +23,8 @@ class PassThrough(nn.Module):
         return inputs
 
 
-def build_tower(cfg) -> list:
-    """The tower modules in checkpoint order.
+def build_tower(cfg, language_config) -> list:
+    """The tower modules in checkpoint order; `language_config` is the language backbone's BertConfig.
 
     With EARLY_FUSE_ON each block is [VLFuse, BertEncoderLayer, DyConv] (the last block's text layer is a
     pass-through unless USE_FUSED_FEATURES_DOT_PRODUCT); otherwise the tower is DyConv blocks only (GLIP-T(A)).
@@ -42,25 +42,25 @@ def build_tower(cfg) -> list:
         if fuse.EARLY_FUSE_ON:
             tower.append(build_vlfuse(cfg))
             if i < head.NUM_CONVS - 1 or fuse.USE_FUSED_FEATURES_DOT_PRODUCT:
-                tower.append(build_bert_encoder_layer(cfg))
+                tower.append(build_bert_encoder_layer(cfg, language_config))
             else:
                 tower.append(PassThrough())
         tower.append(build_dyconv(cfg, i))
     return tower
 
 
-def build_vldyhead(cfg) -> VLDyHead:
+def build_vldyhead(cfg, language_config) -> VLDyHead:
+    """The VLDyHead from MODEL.DYHEAD.*; `language_config` (the language backbone's BertConfig) sizes the tower's
+    text layers and the MLM head."""
     head = cfg.MODEL.DYHEAD
     fuse = head.FUSE_CONFIG
     mlm_head = None
     if fuse.MLM_LOSS:
         from transformers.models.bert.modeling_bert import BertLMPredictionHead
 
-        from glip.modeling.language.bert import load_bert_config
-
-        mlm_head = BertLMPredictionHead(load_bert_config(cfg.MODEL.LANGUAGE_BACKBONE.MODEL_TYPE))
+        mlm_head = BertLMPredictionHead(language_config)
     return VLDyHead(
-        tower=build_tower(cfg),
+        tower=build_tower(cfg, language_config),
         channels=head.CHANNELS,
         num_classes=head.NUM_CLASSES - 1,
         lang_dim=cfg.MODEL.LANGUAGE_BACKBONE.LANG_DIM,
@@ -79,8 +79,12 @@ def build_vldyhead(cfg) -> VLDyHead:
     )
 
 
-def build_rpn(cfg) -> VLDyHeadModule:
-    """The VLDyHead module (`model.rpn`) for MODEL.RPN_ARCHITECTURE VLDYHEAD."""
+def build_rpn(cfg, language_config) -> VLDyHeadModule:
+    """The VLDyHead module (`model.rpn`) for MODEL.RPN_ARCHITECTURE VLDYHEAD.
+
+    `language_config`: the language backbone's transformers BertConfig (`language_backbone.config`); the head's
+    BERT text layers and MLM head take their sizes from it.
+    """
     if cfg.MODEL.RPN_ARCHITECTURE != "VLDYHEAD":
         raise ValueError(f"MODEL.RPN_ARCHITECTURE {cfg.MODEL.RPN_ARCHITECTURE!r} is not supported (only VLDYHEAD)")
     fuse = cfg.MODEL.DYHEAD.FUSE_CONFIG
@@ -89,15 +93,15 @@ def build_rpn(cfg) -> VLDyHeadModule:
                                   "not implemented")
     box_coder = build_box_coder(cfg)
     return VLDyHeadModule(
-        head=build_vldyhead(cfg),
+        head=build_vldyhead(cfg, language_config),
         anchor_generator=build_anchor_generator(cfg),
         loss_evaluator=build_atss_loss(cfg, box_coder),
         box_selector_test=build_atss_postprocessor(cfg, box_coder, is_train=False),
         lang_dim=cfg.MODEL.LANGUAGE_BACKBONE.LANG_DIM,
         add_linear_layer=fuse.ADD_LINEAR_LAYER,
-        loss_weights={"loss_token": fuse.TOKEN_LOSS_WEIGHT,
+        loss_weights={"loss_cls": 1.0 if fuse.USE_CLASSIFICATION_LOSS else 0.0,  # reported as 0 x loss
+                      "loss_token": fuse.TOKEN_LOSS_WEIGHT,
                       "loss_contrastive_align": fuse.CONTRASTIVE_ALIGN_LOSS_WEIGHT,
-                      "loss_dot_product_token": fuse.DOT_PRODUCT_TOKEN_LOSS_WEIGHT},
-        use_classification_loss=fuse.USE_CLASSIFICATION_LOSS,
-        mlm_loss_coef=fuse.MLM_LOSS_COEF,
+                      "loss_dot_product_token": fuse.DOT_PRODUCT_TOKEN_LOSS_WEIGHT,
+                      "mlm_loss": fuse.MLM_LOSS_COEF},
     )

@@ -1,7 +1,12 @@
 """`VLDyHeadModule`: the dense grounding head of GLIP (the reference's `model.rpn`).
 
-It owns the VLDyHead (`head`), the anchor generator, the ATSS loss and the ATSS post-processor, and turns the
-head's outputs into losses (training) or detections (evaluation).
+It owns the VLDyHead (`head`), the anchor generator, the ATSS loss and the ATSS post-processor. Calling the
+module runs the head and the anchor generator; `losses` turns those outputs into the weighted loss dict
+(training), `detect` into detections (evaluation):
+
+    head_outputs = rpn(images, features, language)
+    losses = rpn.losses(head_outputs, targets, token_targets, text_masks)      # training
+    detections = rpn.detect(head_outputs, label_to_tokens)                     # evaluation
 """
 from typing import Dict, List, Optional
 
@@ -20,70 +25,82 @@ class VLDyHeadModule(nn.Module):
         lang_dim: text width, for the optional prompt-tuning offset.
         add_linear_layer: add `tunable_linear` (1000 x lang_dim, zero-initialised), a learned offset added to
             the text features (ADD_LINEAR_LAYER, prompt tuning v2).
-        loss_weights: multipliers of the named losses (REG weight is inside the loss evaluator).
-        use_classification_loss: report `loss_cls` as is (else 0 x loss, as the reference does).
+        loss_weights: multipliers of the named losses the loss evaluator reports (a loss without an entry is
+            reported as computed; the REG weight is inside the loss evaluator).
     """
 
     def __init__(self, head: nn.Module, anchor_generator: nn.Module, loss_evaluator=None,
                  box_selector_test=None, lang_dim: int = 768, add_linear_layer: bool = False,
-                 loss_weights: Optional[Dict[str, float]] = None, use_classification_loss: bool = False,
-                 mlm_loss_coef: float = 1.0):
+                 loss_weights: Optional[Dict[str, float]] = None):
         super().__init__()
         self.head = head
         self.anchor_generator = anchor_generator
         self.loss_evaluator = loss_evaluator
         self.box_selector_test = box_selector_test
         self.loss_weights = dict(loss_weights or {})
-        self.use_classification_loss = use_classification_loss
-        self.mlm_loss_coef = mlm_loss_coef
+        self.tunable_linear = None
         if add_linear_layer:
-            self.tunable_linear = nn.Linear(lang_dim, 1000, bias=False)
-            self.tunable_linear.weight.data.fill_(0.0)
-        else:
-            self.tunable_linear = None
+            self.add_prompt_offset(torch.zeros(1000, lang_dim))
 
-    def forward(self, images, features: List[torch.Tensor], targets=None, language: Optional[dict] = None,
-                positive_map=None, captions=None):
-        """Returns `(detections or None, losses dict, fused visual features)` like the reference.
+    def add_prompt_offset(self, weight: torch.Tensor) -> nn.Linear:
+        """Prompt tuning: the offset `tunable_linear` (created if missing) takes `weight` (1000, lang_dim).
 
-        `positive_map` is, in training, the binary (sum of boxes, T) tensor of all images' boxes; in eval, the
-        label -> token-indices dict of the prompt.
+        Its first T rows are added to the (B, T, lang_dim) text features; the state-dict key is
+        `rpn.tunable_linear.weight`. Which parameters train is the freeze policy's business.
         """
-        embedding = language["embedded"]
-        text_masks = language.get("masks")
-        if self.tunable_linear is not None:
-            offset = self.tunable_linear.weight[: embedding.size(1), :].unsqueeze(0)
-            embedding = embedding + offset
-            language["embedded"] = embedding
-            language["hidden"] = language["hidden"] + offset
+        if self.tunable_linear is None:
+            self.tunable_linear = nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+            self.tunable_linear.to(device=weight.device, dtype=weight.dtype)
+        with torch.no_grad():
+            self.tunable_linear.weight.copy_(weight)
+        return self.tunable_linear
 
-        out = self.head(features, language, embedding)
-        anchors = self.anchor_generator(images, features)
-        if self.training:
-            losses = self._losses(out, targets, anchors, positive_map, text_masks, language, captions)
-            return None, losses, out["fused_visual"]
-        boxes = self.box_selector_test(out["box_regression"], out["centerness"], anchors,
-                                       dot_product_logits=out["dot_product_logits"], positive_map=positive_map,
-                                       box_cls=out["box_cls"])
-        return boxes, {}, out["fused_visual"]
+    def apply_prompt_offset(self, language: dict) -> dict:
+        """The language dict with `tunable_linear`'s first T rows added to `embedded` and `hidden` (a copy)."""
+        if self.tunable_linear is None:
+            return language
+        offset = self.tunable_linear.weight[: language["embedded"].size(1), :].unsqueeze(0)
+        language = dict(language)
+        language["embedded"] = language["embedded"] + offset
+        language["hidden"] = language["hidden"] + offset
+        return language
 
-    def _losses(self, out, targets, anchors, positive_map, text_masks, language, captions) -> Dict[str, torch.Tensor]:
-        raw = self.loss_evaluator(
-            box_cls=out["box_cls"], box_regression=out["box_regression"], centerness=out["centerness"],
-            targets=targets, anchors=anchors, positive_map=positive_map,
-            dot_product_logits=out["dot_product_logits"], text_masks=text_masks,
-            token_logits=out["token_logits"], proj_tokens=out["proj_tokens"],
-            contrastive_logits=out["contrastive_logits"], captions=captions)
-        losses = {"loss_reg": raw["loss_reg"], "loss_centerness": raw["loss_centerness"]}
-        cls = raw.get("loss_cls")
-        if cls is not None:
-            losses["loss_cls"] = cls if self.use_classification_loss else 0.0 * cls
-        for name in ("loss_token", "loss_contrastive_align", "loss_dot_product_token"):
-            if raw.get(name) is not None:
-                losses[name] = raw[name] * self.loss_weights.get(name, 1.0)
-        mlm_labels = language.get("mlm_labels")
-        if out["mlm_logits"] is not None and mlm_labels is not None:
-            logits = out["mlm_logits"]
-            losses["mlm_loss"] = nn.functional.cross_entropy(
-                logits.view(-1, logits.size(-1)), mlm_labels.view(-1), ignore_index=-100) * self.mlm_loss_coef
-        return losses
+    def forward(self, images, features: List[torch.Tensor], language: dict) -> Dict[str, object]:
+        """Run the head on the FPN levels and the text; generate the anchors.
+
+        Args:
+            images: the ImageList the features come from (sizes for the anchors).
+            features: FPN levels, 5 x (B, C, H_l, W_l).
+            language: the language dict (`hidden`, `masks`, `embedded`, `aggregate`).
+
+        Returns the head's output dict (see `VLDyHead.forward`) plus `anchors`: per image, per level a BoxList.
+        """
+        language = self.apply_prompt_offset(language)
+        outputs = self.head(features, language, language["embedded"])
+        outputs["anchors"] = self.anchor_generator(images, features)
+        return outputs
+
+    def losses(self, head_outputs: Dict[str, object], targets, token_targets: Optional[torch.Tensor],
+               text_masks: Optional[torch.Tensor], mlm_labels: Optional[torch.Tensor] = None,
+               captions=None) -> Dict[str, torch.Tensor]:
+        """The loss evaluator's terms, each times its `loss_weights` entry.
+
+        Args:
+            head_outputs: what `forward` returned.
+            targets: per image a BoxList with "labels".
+            token_targets: `(sum of boxes, T)` binary map: row j marks the caption tokens of the batch's box j.
+            text_masks: `(B, T)` attention mask of the caption tokens.
+            mlm_labels: `(B, T)` masked-language-model labels (-100 ignored), or None.
+            captions: the batch's captions (contrastive alignment re-tokenizes them).
+        """
+        raw = self.loss_evaluator(head_outputs, targets, head_outputs["anchors"], token_targets=token_targets,
+                                  text_masks=text_masks, mlm_labels=mlm_labels, captions=captions)
+        return {name: value * self.loss_weights[name] if name in self.loss_weights else value
+                for name, value in raw.items()}
+
+    def detect(self, head_outputs: Dict[str, object], label_to_tokens: Optional[dict]) -> list:
+        """Per image a BoxList (fields `scores`, `labels`); `label_to_tokens` is the prompt's {label: [tokens]}."""
+        return self.box_selector_test(head_outputs["box_regression"], head_outputs["centerness"],
+                                      head_outputs["anchors"], box_cls=head_outputs["box_cls"],
+                                      dot_product_logits=head_outputs["dot_product_logits"],
+                                      label_to_tokens=label_to_tokens)

@@ -12,11 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from glip.layers.scale import Scale
-
-
-def flatten_levels(x: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) -> (B, H*W, C), locations in row-major (y, x) order."""
-    return x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, x.shape[1])
+from glip.modeling.head.levels import flatten_level
 
 
 class VLDyHead(nn.Module):
@@ -140,13 +136,20 @@ class VLDyHead(nn.Module):
                         for k, t in language.items()}
             embedding = embedding[:, :keep] if embedding is not None else None
         tower_out = self.dyhead_tower({"visual": list(features), "lang": language})
-        visual = tower_out["visual"]
         if self.use_fused_features_dot_product:
             embedding = tower_out["lang"]["hidden"]
+        out = self.predict(tower_out["visual"], embedding)
+        out["lang"] = tower_out["lang"]
+        if keep is not None:
+            self._pad_trimmed_(out, original, full_len - keep)
+        return out
 
+    def predict(self, visual: List[torch.Tensor], embedding: Optional[torch.Tensor]) -> Dict[str, object]:
+        """The predictors on the tower's visual levels `(B, C, H_l, W_l)` and the text features `(B, T, D)` they
+        score against; the dict of `forward` without `lang`."""
         out = {"box_cls": [], "box_regression": [], "centerness": [], "dot_product_logits": None,
                "token_logits": None, "contrastive_logits": None, "proj_tokens": None, "mlm_logits": None,
-               "fused_visual": visual, "lang": tower_out["lang"]}
+               "fused_visual": visual}
         if self.mlm_head is not None:
             out["mlm_logits"] = self.mlm_head(embedding)
 
@@ -169,20 +172,23 @@ class VLDyHead(nn.Module):
             if self.use_token_loss:
                 out["token_logits"].append(self.token_logits(x))
             if self.use_contrastive_align:
-                queries = F.normalize(flatten_levels(self.contrastive_align_projection_image(x)), p=2, dim=-1)
+                queries = self.contrastive_align_projection_image(x)
+                queries = F.normalize(flatten_level(queries, queries.shape[1]), p=2, dim=-1)
                 out["contrastive_logits"].append(
                     torch.matmul(queries, out["proj_tokens"].transpose(-1, -2)) / self.log_scale.exp())
             if self.use_dot_product:
-                queries = flatten_levels(x)                                            # (B, HW, C)
+                queries = flatten_level(x, x.shape[1])                                 # (B, HW, C)
                 logits = torch.matmul(queries, proj_tokens.transpose(-1, -2)) / inv_temp + token_bias[:, None, :]
                 if self.clamp_dot_product:
                     logits = logits.clamp(min=-50000.0, max=50000.0)
                 out["dot_product_logits"].append(logits)
-        if keep is not None:
-            out["dot_product_logits"] = [F.pad(t, (0, full_len - keep), value=self.PADDED_TOKEN_LOGIT)
-                                         for t in out["dot_product_logits"]]
-            lang = dict(out["lang"])
-            lang["hidden"] = F.pad(lang["hidden"], (0, 0, 0, full_len - keep))
-            lang.update({k: original[k] for k in ("masks", "embedded") if k in original})
-            out["lang"] = lang
         return out
+
+    def _pad_trimmed_(self, out: Dict[str, object], original: Dict[str, torch.Tensor], dropped: int) -> None:
+        """Give the outputs of a trimmed run their full text length back (see `trim_padded_tokens`)."""
+        out["dot_product_logits"] = [F.pad(t, (0, dropped), value=self.PADDED_TOKEN_LOGIT)
+                                     for t in out["dot_product_logits"]]
+        lang = dict(out["lang"])
+        lang["hidden"] = F.pad(lang["hidden"], (0, 0, 0, dropped))
+        lang.update({k: original[k] for k in ("masks", "embedded") if k in original})
+        out["lang"] = lang

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 from transformers import BertConfig, BertModel
 
-from glip.modeling.language.pretrained import CONFIG_FILES, WEIGHT_FILES, resolve_pretrained
+from glip.text.pretrained import CONFIG_FILES, WEIGHT_FILES, resolve_pretrained
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +44,11 @@ class BertEncoder(nn.Module):
         self.num_layers = num_layers
         self.keep_padding = keep_padding
 
+    @property
+    def config(self) -> BertConfig:
+        """The BertConfig the encoder was built from (the head's text layers are sized by it)."""
+        return self.model.config
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict:
         ids, mask = input_ids, attention_mask
         if not self.keep_padding:
@@ -60,33 +65,29 @@ class BertEncoder(nn.Module):
 class LanguageBackbone(nn.Module):
     """Holds the text encoder as `.body` (state-dict keys `language_backbone.body.model.*`).
 
-    `freeze=True` (cfg.MODEL.LANGUAGE_BACKBONE.FREEZE) stops gradients and keeps the encoder in eval mode
-    (the reference trainer calls `language_backbone.eval()` every iteration when frozen).
+    MODEL.LANGUAGE_BACKBONE.FREEZE (no gradients, eval mode in training) is the detector's freeze policy
+    (`glip.modeling.freezing`).
     """
 
-    def __init__(self, body: nn.Module, freeze: bool = False):
+    def __init__(self, body: nn.Module):
         super().__init__()
         self.body = body
-        self.freeze = freeze
-        if freeze:
-            for p in self.body.parameters():
-                p.requires_grad = False
-            self.train(False)
 
     @property
     def language_dim(self) -> int:
         return self.body.language_dim
 
-    def train(self, mode: bool = True):
-        return super().train(mode and not self.freeze)
+    @property
+    def config(self) -> BertConfig:
+        """The text encoder's BertConfig."""
+        return self.body.config
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict:
         return self.body(input_ids, attention_mask)
 
 
 def build_bert_backbone(model_type: str = "bert-base-uncased", num_layers: int = 1, keep_padding: bool = True,
-                        use_checkpoint: bool = False, freeze: bool = False,
-                        load_pretrained: bool = False) -> LanguageBackbone:
+                        use_checkpoint: bool = False, load_pretrained: bool = False) -> LanguageBackbone:
     """BERT language backbone; random init unless `load_pretrained` (then HF pretrained weights are loaded)."""
     config = load_bert_config(model_type)
     source = resolve_pretrained(model_type, WEIGHT_FILES, what="BERT weights") if load_pretrained else None
@@ -94,4 +95,4 @@ def build_bert_backbone(model_type: str = "bert-base-uncased", num_layers: int =
                        pretrained_source=source)
     logger.info("Language backbone %s (%s weights, %d layer(s) averaged)", model_type,
                 "pretrained" if load_pretrained else "random", num_layers)
-    return LanguageBackbone(body, freeze=freeze)
+    return LanguageBackbone(body)

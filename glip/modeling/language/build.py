@@ -25,7 +25,7 @@ def is_bert_type(model_type: str) -> bool:
 
 
 def build_language_backbone(cfg, load_pretrained: bool = False) -> LanguageBackbone:
-    """Language backbone from cfg.MODEL.LANGUAGE_BACKBONE (MODEL_TYPE, N_LAYERS, USE_CHECKPOINT, FREEZE).
+    """Language backbone from cfg.MODEL.LANGUAGE_BACKBONE (MODEL_TYPE, N_LAYERS, USE_CHECKPOINT).
 
     `load_pretrained=False` builds BERT from its config only (weights come from a GLIP checkpoint);
     True loads the HF pretrained weights (as the reference does before fine-tuning/pre-training).
@@ -40,7 +40,6 @@ def build_language_backbone(cfg, load_pretrained: bool = False) -> LanguageBackb
         num_layers=lang.N_LAYERS,
         keep_padding=cfg.MODEL.DYHEAD.FUSE_CONFIG.USE_DOT_PRODUCT_TOKEN_LOSS,
         use_checkpoint=lang.USE_CHECKPOINT,
-        freeze=lang.FREEZE,
         load_pretrained=load_pretrained,
     )
     if backbone.language_dim != lang.LANG_DIM:

@@ -112,11 +112,12 @@ def _predictions(batch, num_anchors, seed=0, num_classes=80, tokens=256):
     }
 
 
-def _call(loss, preds, targets, anchors, positive_map, text_masks, **kw):
-    return loss(box_regression=_to_levels(preds["box_regression"]), centerness=_to_levels(preds["centerness"]),
-                targets=targets, anchors=anchors, box_cls=_to_levels(preds["box_cls"]), positive_map=positive_map,
-                dot_product_logits=list(torch.split(preds["dot"], [h * w for h, w in LEVEL_SHAPES], dim=1)),
-                text_masks=text_masks, **kw)
+def _call(loss, preds, targets, anchors, token_targets, text_masks, **more_outputs):
+    outputs = {"box_regression": _to_levels(preds["box_regression"]), "centerness": _to_levels(preds["centerness"]),
+               "box_cls": _to_levels(preds["box_cls"]),
+               "dot_product_logits": list(torch.split(preds["dot"], [h * w for h, w in LEVEL_SHAPES], dim=1)),
+               **more_outputs}
+    return loss(outputs, targets, anchors, token_targets=token_targets, text_masks=text_masks)
 
 
 def test_every_loss_term_by_hand():
@@ -333,29 +334,11 @@ def test_build_from_reference_config():
     assert (loss.cls_loss_func.alpha, loss.cls_loss_func.gamma) == (0.25, 2.0)
 
 
-def _deterministic_train_(model):
-    """Train mode with every dropout / drop-path probability at 0; returns a function restoring them."""
-    saved = []
-    for m in model.modules():
-        for attr in ("p", "drop_prob", "dropout"):
-            value = getattr(m, attr, None)
-            if isinstance(value, float) and (attr != "p" or isinstance(m, torch.nn.Dropout)):
-                saved.append((m, attr, value))
-                setattr(m, attr, 0.0)
-    was_training = model.training
-    model.train()
-
-    def restore():
-        for m, attr, value in saved:
-            setattr(m, attr, value)
-        model.train(was_training)
-    return restore
-
-
 @pytest.mark.slow
 def test_full_model_raw_losses_match_reference():
     """GLIP-T train-mode forward on the 2-image golden batch: the loss evaluator's raw outputs."""
     from helpers.glip_model import golden_glip_tiny
+    from helpers.stochastic import no_dropout
 
     from glip.structures.image_list import to_image_list
 
@@ -364,21 +347,38 @@ def test_full_model_raw_losses_match_reference():
     captured = {}
     handle = model.rpn.loss_evaluator.register_forward_hook(
         lambda module, args, out: captured.update({k: v.detach() for k, v in out.items()}))
-    restore = _deterministic_train_(model)
     mean = torch.tensor([103.530, 116.280, 123.675]).view(3, 1, 1)
     std = torch.tensor([57.375, 57.120, 58.395]).view(3, 1, 1)
     images = [((s["resized_rgb_uint8"].permute(2, 0, 1).float() / 255.0)[[2, 1, 0]] * 255 - mean) / std
               for s in train["samples"]]
     targets = [_target(t["boxes"], t["labels"], t["size_wh"]) for t in train["targets"]]
     try:
-        with torch.no_grad():
+        model.train()
+        with torch.no_grad(), no_dropout(model, drop_path=True):
             model(to_image_list(images, size_divisible=32), targets=targets, captions=train["captions"],
                   positive_map=train["positive_map"])
     finally:
         handle.remove()
-        restore()
+        model.eval()
     raw = train["raw_losses"]
     for ours, theirs in [("loss_cls", "cls_loss_unweighted"), ("loss_reg", "reg_loss_x_REG_LOSS_WEIGHT"),
                          ("loss_centerness", "centerness_loss"),
                          ("loss_dot_product_token", "dot_product_token_loss_unweighted")]:
         torch.testing.assert_close(captured[ours], raw[theirs], rtol=1e-4, atol=0, msg=ours)
+
+
+def test_mlm_term_is_the_cross_entropy_of_the_labelled_tokens():
+    g, target = _module_case()
+    n = torch.cat(g["anchors_per_level"]).shape[0]
+    logits = torch.randn(1, 4, 7, generator=torch.Generator().manual_seed(2))
+    labels = torch.tensor([[3, -100, 0, -100]])
+    loss = ATSSLoss(BoxCoder())
+    without = _call(loss, _predictions(1, n), [target], [g["anchors_per_level"]], g["positive_map"],
+                    torch.ones(1, 256), mlm_logits=logits)
+    assert "mlm_loss" not in without
+    outputs = {"box_regression": _to_levels(_predictions(1, n)["box_regression"]),
+               "centerness": _to_levels(_predictions(1, n)["centerness"]), "mlm_logits": logits}
+    losses = loss(outputs, [target], [g["anchors_per_level"]], token_targets=g["positive_map"], mlm_labels=labels)
+    expected = -(torch.log_softmax(logits[0, 0], -1)[3] + torch.log_softmax(logits[0, 2], -1)[0]) / 2
+    assert list(losses)[-1] == "mlm_loss"
+    torch.testing.assert_close(losses["mlm_loss"], expected, rtol=1e-5, atol=1e-6)

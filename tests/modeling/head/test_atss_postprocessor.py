@@ -4,8 +4,7 @@ import pytest
 import torch
 from yacs.config import CfgNode
 
-from glip.modeling.head.atss_postprocessor import (ATSSPostProcessor, PositiveMapAggregator,
-                                                   build_atss_postprocessor, convert_grounding_to_od_logits)
+from glip.modeling.head.atss_postprocessor import ATSSPostProcessor, PositiveMapAggregator, build_atss_postprocessor
 from glip.modeling.head.box_coder import BoxCoder
 from glip.structures.bounding_box import BoxList
 from helpers import load_golden
@@ -44,7 +43,7 @@ def test_module_golden(with_box_cls):
     if with_box_cls:
         box_cls = [torch.zeros(1, 80, r.shape[2], r.shape[3]) for r in g["box_regression"]]
     (result,) = post(g["box_regression"], g["centerness"], anchors, box_cls=box_cls,
-                     dot_product_logits=g["dot_product_logits"], positive_map=g["positive_map_label_to_token"])
+                     dot_product_logits=g["dot_product_logits"], label_to_tokens=g["positive_map_label_to_token"])
     assert result.size == (w, h) and result.fields() == ["labels", "scores"]
     assert result.get_field("labels").dtype == torch.int64
     _assert_same_detections(result, g["detections"], box_atol=1e-4, score_atol=1e-6)
@@ -60,7 +59,7 @@ def test_glip_tiny_head_outputs_320(image, caption):
     head = c["head"]
     (result,) = _postprocessor()(head["box_regression"], head["centerness"], anchors,
                                  dot_product_logits=head["dot_product_logits"],
-                                 positive_map=c["positive_map_label_to_token"])
+                                 label_to_tokens=c["positive_map_label_to_token"])
     det = c["detections"]
     assert result.size == tuple(det["image_size_wh"])
     _assert_same_detections(result, det, box_atol=1e-4, score_atol=1e-6)
@@ -68,10 +67,10 @@ def test_glip_tiny_head_outputs_320(image, caption):
     _assert_same_detections(orig, dict(det, boxes=det["boxes_orig"]), box_atol=1e-3, score_atol=1e-6)
 
 
-def _reference_loop(probs, positive_map, num_classes, score_agg):
+def _reference_loop(probs, label_to_tokens, num_classes, score_agg):
     """Literal per-class aggregation as the reference writes it."""
     scores = torch.zeros(probs.shape[0], probs.shape[1], num_classes)
-    for label, tokens in positive_map.items():
+    for label, tokens in label_to_tokens.items():
         picked = probs[:, :, torch.tensor(tokens, dtype=torch.int64)]
         scores[:, :, label - 1] = picked.mean(-1) if score_agg == "MEAN" else picked.max(-1)[0]
     return scores
@@ -79,12 +78,11 @@ def _reference_loop(probs, positive_map, num_classes, score_agg):
 
 @pytest.mark.parametrize("score_agg", ["MEAN", "MAX"])
 def test_aggregation_equals_reference_loop(score_agg):
-    positive_map = load_golden("infer_chelsea_320.pt")["size320"]["captions"]["coco"]["positive_map_label_to_token"]
+    label_to_tokens = load_golden("infer_chelsea_320.pt")["size320"]["captions"]["coco"]["positive_map_label_to_token"]
     probs = torch.rand(2, 700, 194, generator=torch.Generator().manual_seed(0))
-    agg = PositiveMapAggregator(positive_map, 194, 80, score_agg)
-    expected = _reference_loop(probs, positive_map, 80, score_agg)
+    agg = PositiveMapAggregator(label_to_tokens, 194, 80, score_agg)
+    expected = _reference_loop(probs, label_to_tokens, 80, score_agg)
     assert (agg(probs) - expected).abs().max() <= 1e-6
-    assert (convert_grounding_to_od_logits(probs, 80, positive_map, score_agg) - expected).abs().max() <= 1e-6
 
 
 def test_aggregation_power_onehot_and_gaps():
@@ -112,23 +110,23 @@ def _toy_inputs(logit_value, n_loc=4):
 def test_threshold_topn_and_kthvalue_ties():
     reg, ctr, anchors, logits = _toy_inputs(0.0)  # token prob 0.5, centerness 0.5 -> score sqrt(0.25)
     pm = {1: [1], 2: [2]}
-    (res,) = _postprocessor(fpn_post_nms_top_n=3)(reg, ctr, anchors, dot_product_logits=logits, positive_map=pm)
+    (res,) = _postprocessor(fpn_post_nms_top_n=3)(reg, ctr, anchors, dot_product_logits=logits, label_to_tokens=pm)
     # 8 candidates with equal scores: kthvalue keeps every score >= the 3rd best -> all 8
     assert len(res) == 8 and res.get_field("scores").tolist() == pytest.approx([0.5] * 8)
     assert sorted(res.get_field("labels").tolist()) == [1] * 4 + [2] * 4
-    (res,) = _postprocessor(pre_nms_top_n=2)(reg, ctr, anchors, dot_product_logits=logits, positive_map=pm)
+    (res,) = _postprocessor(pre_nms_top_n=2)(reg, ctr, anchors, dot_product_logits=logits, label_to_tokens=pm)
     assert len(res) == 2
-    (res,) = _postprocessor(pre_nms_thresh=0.5)(reg, ctr, anchors, dot_product_logits=logits, positive_map=pm)
+    (res,) = _postprocessor(pre_nms_thresh=0.5)(reg, ctr, anchors, dot_product_logits=logits, label_to_tokens=pm)
     assert len(res) == 0  # 0.5 is not > 0.5
 
 
 def test_boxes_are_clipped_and_aug_mode_skips_nms():
     reg, ctr, anchors, logits = _toy_inputs(2.0)
     anchors = [[BoxList(torch.tensor([[-5.0, -5, 9, 9], [0, 0, 9, 9], [60, 60, 70, 70], [1, 1, 9, 9]]), (64, 64))]]
-    (res,) = _postprocessor()(reg, ctr, anchors, dot_product_logits=logits, positive_map={1: [0]})
+    (res,) = _postprocessor()(reg, ctr, anchors, dot_product_logits=logits, label_to_tokens={1: [0]})
     assert res.bbox.min() >= 0 and res.bbox[:, 2].max() <= 63 and res.bbox[:, 3].max() <= 63
     (raw,) = _postprocessor(bbox_aug_enabled=True)(reg, ctr, anchors, dot_product_logits=logits,
-                                                   positive_map={1: [0]})
+                                                   label_to_tokens={1: [0]})
     assert len(raw) == 4 and len(res) < 4
 
 

@@ -8,6 +8,7 @@ from transformers.models.bert.modeling_bert import BertLayer
 from yacs.config import CfgNode
 
 from glip.modeling.head.bert_layer import BertEncoderLayer, build_bert_encoder_layer
+from glip.modeling.language.bert import load_bert_config
 from helpers import REFERENCE, load_golden
 from helpers.weights import fill_
 
@@ -22,7 +23,8 @@ def cfg():
 
 def test_matches_reference(cfg):
     golden = load_golden("modules/bert_encoder_layer.pt")
-    layer = fill_(build_bert_encoder_layer(cfg), prefix=PREFIX).eval()
+    layer = fill_(build_bert_encoder_layer(cfg, load_bert_config(cfg.MODEL.LANGUAGE_BACKBONE.MODEL_TYPE)),
+                  prefix=PREFIX).eval()
     lang = {"hidden": golden["inputs"]["hidden"], "masks": golden["inputs"]["masks"]}
     visual = [torch.zeros(1)]
     with torch.no_grad():
@@ -33,7 +35,7 @@ def test_matches_reference(cfg):
 
 
 def test_keys_and_options_from_config(cfg):
-    layer = build_bert_encoder_layer(cfg)
+    layer = build_bert_encoder_layer(cfg, load_bert_config(cfg.MODEL.LANGUAGE_BACKBONE.MODEL_TYPE))
     keys = json.loads((REFERENCE / "state_dict_glip_tiny.json").read_text())["keys"]
     expected = {k[len("module." + PREFIX):]: tuple(v["shape"]) for k, v in keys.items()
                 if k.startswith("module." + PREFIX)}

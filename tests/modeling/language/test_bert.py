@@ -48,8 +48,7 @@ def _tiny_backbone(**kwargs):
     config = BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
                         intermediate_size=64, max_position_embeddings=16)
     config._attn_implementation = "eager"
-    freeze = kwargs.pop("freeze", False)
-    return LanguageBackbone(BertEncoder(config, **kwargs), freeze=freeze).eval()
+    return LanguageBackbone(BertEncoder(config, **kwargs)).eval()
 
 
 def _tiny_inputs():
@@ -88,13 +87,6 @@ def test_eager_attention_and_no_pooler(backbone):
     assert backbone.body.model.config._attn_implementation == "eager"
     assert backbone.body.model.pooler is None
     assert backbone.language_dim == 768
-
-
-def test_freeze_stops_gradients_and_keeps_eval():
-    model = _tiny_backbone(freeze=True)
-    assert not any(p.requires_grad for p in model.parameters())
-    model.train()
-    assert not model.training and not model.body.model.training
 
 
 def test_dropout_probabilities_stay_as_in_config_and_can_be_zeroed(backbone):

