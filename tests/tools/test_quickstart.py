@@ -54,7 +54,7 @@ def test_config_points_at_the_data_and_the_pretrained_minilm(tmp_path, quickstar
     from glip.data.positive_map import load_tokenizer
     from glip.text.pretrained import CONFIG_FILES, packaged_folder, resolve_pretrained
 
-    cfg = quickstart.build_config(str(quickstart.DEFAULT_CONFIG), str(tmp_path / "out"), str(tmp_path / "data"),
+    cfg = quickstart.build_config(str(quickstart.MINILM_CONFIG), str(tmp_path / "out"), str(tmp_path / "data"),
                                   ["SOLVER.MAX_ITER", "7"])
     register = cfg.DATASETS.REGISTER
     assert register.shapes_train.ann_file == str(tmp_path / "data/train/detection.json")
@@ -72,12 +72,12 @@ def test_config_points_at_the_data_and_the_pretrained_minilm(tmp_path, quickstar
     assert quickstart.has_language_weights(lang.MODEL_TYPE)
 
 
-def test_scratch_config_keeps_the_small_random_bert(tmp_path, quickstart):
+def test_default_config_keeps_the_small_random_bert(tmp_path, quickstart):
     from transformers import BertConfig
 
     from glip.data.positive_map import load_tokenizer
 
-    cfg = quickstart.build_config(str(quickstart.SCRATCH_CONFIG), str(tmp_path / "out"), str(tmp_path / "data"))
+    cfg = quickstart.build_config(str(quickstart.DEFAULT_CONFIG), str(tmp_path / "out"), str(tmp_path / "data"))
     lang = cfg.MODEL.LANGUAGE_BACKBONE
     assert os.path.isabs(lang.MODEL_TYPE) and lang.TOKENIZER_TYPE == "bert-base-uncased"
     bert = BertConfig.from_pretrained(lang.MODEL_TYPE)
@@ -90,7 +90,7 @@ def test_scratch_config_keeps_the_small_random_bert(tmp_path, quickstart):
 def test_the_small_model_is_built_around_the_minilm(tmp_path, quickstart):
     from glip.modeling.detector import build_detection_model
 
-    cfg = quickstart.build_config(str(quickstart.DEFAULT_CONFIG), str(tmp_path), str(tmp_path))
+    cfg = quickstart.build_config(str(quickstart.MINILM_CONFIG), str(tmp_path), str(tmp_path))
     model = build_detection_model(cfg)
     state = model.state_dict()
     assert state["language_backbone.body.model.embeddings.word_embeddings.weight"].shape == (30522, 384)
