@@ -52,6 +52,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="torch intra-op threads (0: torch's default); 1 is much faster on a busy shared machine")
     parser.add_argument("--demo-threshold", type=float, default=0.35,
                         help="score threshold of the demo drawing (a correct name scores ~0.35-0.5 after training)")
+    parser.add_argument("--self-train", action="store_true",
+                        help="run the self-training loop instead (tools/self_train.py: teacher -> pseudo-labels "
+                             "-> student; its options apply)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="config overrides KEY VALUE ...")
     return parser.parse_args(argv)
 
@@ -212,6 +215,13 @@ def format_table(meta: dict, metrics: dict, minutes: dict) -> str:
 
 def run(argv=None) -> int:
     """The whole quickstart (see the module docstring); returns the exit code."""
+    raw = sys.argv[1:] if argv is None else list(argv)
+    if "--self-train" in raw:
+        path = Path(__file__).with_name("self_train.py")
+        spec = importlib.util.spec_from_file_location("glip_tool_self_train", path)
+        self_train = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(self_train)
+        return self_train.run([a for a in raw if a != "--self-train"])
     args = parse_args(argv)
     start = time.time()
     output_dir = os.path.abspath(args.output_dir)

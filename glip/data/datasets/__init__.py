@@ -10,7 +10,7 @@ from glip.data.datasets.registry import DATASET_FACTORIES, get_factory, register
 from glip.data.datasets.tsv import CocoDetectionTSV, Object365DetectionTSV, ODTSVDataset
 
 __all__ = [
-    "CaptionTSV", "PseudoData", "COCODataset", "CocoGrounding", "ConcatDataset", "RepeatedDataset", "LvisDetection", "FlickrDataset",
-    "MixedDataset", "ModulatedDataset", "CocoDetectionTSV", "Object365DetectionTSV", "ODTSVDataset",
+    "CaptionTSV", "PseudoData", "COCODataset", "CocoGrounding", "ConcatDataset", "RepeatedDataset", "LvisDetection",
+    "FlickrDataset", "MixedDataset", "ModulatedDataset", "CocoDetectionTSV", "Object365DetectionTSV", "ODTSVDataset",
     "DATASET_FACTORIES", "get_factory", "register_dataset", "resolve_dataset",
 ]

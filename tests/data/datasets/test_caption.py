@@ -173,7 +173,8 @@ def _train_cfg(opts):
     c = default_cfg.clone()
     c.merge_from_list(["DATASETS.TRAIN", ("my_captions",), "INPUT.MIN_SIZE_TRAIN", 96, "INPUT.MAX_SIZE_TRAIN", 128,
                        "AUGMENT.FLIP_PROB_TRAIN", 0.0] + list(opts))
-    c.DATASETS.REGISTER = type(c.DATASETS)({"my_captions": {"factory": "CaptionTSV", "yaml_file": "caps/captions.yaml"}})
+    entry = {"factory": "CaptionTSV", "yaml_file": "caps/captions.yaml"}
+    c.DATASETS.REGISTER = type(c.DATASETS)({"my_captions": entry})
     return c
 
 
