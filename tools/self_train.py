@@ -62,6 +62,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--pseudo-threshold", type=float, default=0.3,
                         help="pseudo boxes kept above this teacher score")
     parser.add_argument("--pseudo-batch-size", type=int, default=8, help="images per teacher forward")
+    parser.add_argument("--caption-nms", type=float, default=0.5,
+                        help="the student reads the pseudo-labels with DATASETS.FURTHER_SCREEN, CAPTION_CONF = "
+                             "--pseudo-threshold and CAPTION_NMS = this (one NMS over all phrases of an image: an "
+                             "object named by two phrases keeps the better one); <= 0: no NMS")
     parser.add_argument("--minutes", type=float, default=0.0, help="ignored (quickstart option)")
     parser.add_argument("--demo-threshold", type=float, default=0.35, help="ignored (quickstart option)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="config overrides KEY VALUE ...")
@@ -160,10 +164,25 @@ def phrase_combination(phrase: str, colours, shapes):
     return "{} {}".format(colour[0], shape[0].rstrip("s")) if len(colour) == 1 and len(shape) == 1 else None
 
 
-def score_pseudo_labels(label_tsv: str, withheld_json: str, iou: float = 0.5) -> dict:
+def _rows(label_tsv: str, screen=None):
+    """``(key, caption, boxes, scores, spans)`` of each v1 label row; ``screen = (conf, nms)`` applies the
+    caption dataset's ``FURTHER_SCREEN`` (``glip.data.caption_rules.screen_boxes``) first."""
+    from glip.data.caption_rules import screen_boxes
+
+    with open(label_tsv) as f:
+        for line in f:
+            key, text = line.rstrip("\n").split("\t")
+            row = json.loads(text)
+            boxes, scores, spans = row["bboxes"], row["scores"], row["tokens_positive"]
+            if screen is not None:
+                boxes, scores, spans = screen_boxes(boxes, scores, spans, screen[0], screen[1])
+            yield key, row["caption"], boxes, scores, spans
+
+
+def score_pseudo_labels(label_tsv: str, withheld_json: str, iou: float = 0.5, screen=None) -> dict:
     """Precision and recall (percent) of v1 pseudo boxes against the withheld boxes, overall and on seen / unseen
     combinations: a pseudo box is right when its phrase names the colour-shape of a not yet matched withheld box
-    of its image with IoU >= ``iou`` (pseudo boxes visited by descending score)."""
+    of its image with IoU >= ``iou`` (pseudo boxes visited by descending score). ``screen``: see :func:`_rows`."""
     gold = _read(withheld_json)
     names = {c["id"]: c["name"] for c in gold["categories"]}
     seen = {c["name"]: c.get("seen", True) for c in gold["categories"]}
@@ -176,26 +195,22 @@ def score_pseudo_labels(label_tsv: str, withheld_json: str, iou: float = 0.5) ->
         objects.setdefault(stems[ann["image_id"]], []).append((names[ann["category_id"]], [x, y, x + w, y + h]))
     counts = {k: 0 for k in ("tp_seen", "tp_unseen", "pred_seen", "pred_unseen", "pred_other", "hit_seen",
                              "hit_unseen")}
-    with open(label_tsv) as f:
-        for line in f:
-            key, text = line.rstrip("\n").split("\t")
-            row = json.loads(text)
-            gold_objects = objects.get(key, [])
-            used = [False] * len(gold_objects)
-            order = sorted(range(len(row["scores"])), key=lambda i: -row["scores"][i])
-            for i in order:
-                beg, end = row["tokens_positive"][i][0]
-                combo = phrase_combination(row["caption"][beg:end], colours, shapes)
-                kind = "other" if combo is None else ("seen" if seen.get(combo, True) else "unseen")
-                counts["pred_" + kind] += 1
-                best, best_iou = None, iou
-                for j, (name, box) in enumerate(gold_objects):
-                    overlap = _iou(row["bboxes"][i], box)
-                    if not used[j] and name == combo and overlap >= best_iou:
-                        best, best_iou = j, overlap
-                if best is not None:
-                    used[best] = True
-                    counts["tp_" + kind] += 1
+    for key, caption, boxes, scores, spans in _rows(label_tsv, screen):
+        gold_objects = objects.get(key, [])
+        used = [False] * len(gold_objects)
+        for i in sorted(range(len(scores)), key=lambda i: -scores[i]):
+            beg, end = spans[i][0]
+            combo = phrase_combination(caption[beg:end], colours, shapes)
+            kind = "other" if combo is None else ("seen" if seen.get(combo, True) else "unseen")
+            counts["pred_" + kind] += 1
+            best, best_iou = None, iou
+            for j, (name, box) in enumerate(gold_objects):
+                overlap = _iou(boxes[i], box)
+                if not used[j] and name == combo and overlap >= best_iou:
+                    best, best_iou = j, overlap
+            if best is not None:
+                used[best] = True
+                counts["tp_" + kind] += 1
     total = {"seen": 0, "unseen": 0}
     for items in objects.values():
         for name, _ in items:
@@ -218,6 +233,11 @@ def student_config(quickstart, args, data_root: str, out_dir: str, pseudo_yaml: 
     cfg.DATASETS.REGISTER["shapes_pseudo"] = type(cfg.DATASETS.REGISTER)(
         {"factory": "CaptionTSV", "yaml_file": pseudo_yaml})
     cfg.DATASETS.TRAIN = tuple(cfg.DATASETS.TRAIN) + ("shapes_pseudo",)
+    if args.caption_nms > 0:
+        cfg.DATASETS.FURTHER_SCREEN = True
+        # The tool kept scores above the threshold already; CAPTION_CONF 0 would mean the dataset's default 0.5.
+        cfg.DATASETS.CAPTION_CONF = max(args.pseudo_threshold, 1e-9)
+        cfg.DATASETS.CAPTION_NMS = args.caption_nms
     return cfg
 
 
@@ -232,6 +252,11 @@ def format_report(report: dict) -> str:
              "{:.1f}".format(p["precision"])),
             ("pseudo recall", "{:.1f}".format(p["recall_seen"]), "{:.1f}".format(p["recall_unseen"]),
              "{:.1f}".format(p["recall"]))]
+    q = report["pseudo_quality_as_trained"]
+    rows += [("  after CAPTION_NMS {}: precision".format(report["caption_nms"]), "{:.1f}".format(q["precision_seen"]),
+              "{:.1f}".format(q["precision_unseen"]), "{:.1f}".format(q["precision"])),
+             ("  after CAPTION_NMS {}: recall".format(report["caption_nms"]), "{:.1f}".format(q["recall_seen"]),
+              "{:.1f}".format(q["recall_unseen"]), "{:.1f}".format(q["recall"]))]
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -270,7 +295,10 @@ def run(argv=None) -> int:
     t = time.time()
     pseudo_dir = os.path.join(output_dir, "pseudo")
     summary = pseudo_label(args, teacher_dir, meta["captions"]["images"], pseudo_dir)
-    quality = score_pseudo_labels(label_file(os.path.join(pseudo_dir, "dataset.yaml")), meta["captions"]["detection"])
+    labels = label_file(os.path.join(pseudo_dir, "dataset.yaml"))
+    quality = score_pseudo_labels(labels, meta["captions"]["detection"])
+    screened = score_pseudo_labels(labels, meta["captions"]["detection"],
+                                   screen=(args.pseudo_threshold, args.caption_nms) if args.caption_nms > 0 else None)
     minutes["pseudo_label"] = (time.time() - t) / 60
     t = time.time()
     student_dir = os.path.join(output_dir, "student")
@@ -280,6 +308,7 @@ def run(argv=None) -> int:
     minutes["student"] = (time.time() - t) / 60
     minutes["total"] = (time.time() - start) / 60
     report = {"teacher": teacher, "student": student, "pseudo_summary": summary, "pseudo_quality": quality,
+              "pseudo_quality_as_trained": screened, "caption_nms": args.caption_nms,
               "pseudo_threshold": args.pseudo_threshold, "minutes": minutes, "seen": meta["seen"],
               "unseen": meta["unseen"], "num_captions": args.num_captions}
     _write(os.path.join(output_dir, "self_train.json"), report)

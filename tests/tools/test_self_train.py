@@ -77,6 +77,7 @@ def test_the_loop_runs_every_stage_on_a_tiny_schedule(tmp_path, capsys):
         assert report[stage]["iterations"] == 6
         assert (out / stage / "train" / "model_final.pth").is_file()
     assert report["student"]["train"] == report["teacher"]["train"] + ["shapes_pseudo"]
+    assert report["pseudo_quality_as_trained"]["pseudo_boxes"] <= report["pseudo_quality"]["pseudo_boxes"]
     assert report["pseudo_summary"]["images"] == 8 and report["pseudo_summary"]["boxes_kept"] == 40
     quality = report["pseudo_quality"]
     assert quality["pseudo_boxes"] == 40 and quality["withheld_boxes"] >= 16
