@@ -198,3 +198,31 @@ def test_registered_by_name_with_the_reference_key_rules(tmp_path, monkeypatch, 
     # 64 x 48 image resized to 128 x 96; boxes scaled from the label's 80 x 60 frame by 1.6.
     assert tuple(img.shape) == (3, 96, 128) and target.size == (128, 96)
     assert torch.allclose(target.bbox[0], torch.tensor([16.0, 8.0, 48.0, 40.0]))
+
+
+def test_caption_keys_apply_to_caption_data_and_are_logged_for_the_rest(caplog):
+    from glip.data.dataset_options import check_options, option_values
+    from glip.data.datasets.registry import get_factory
+
+    c = default_cfg.clone()
+    c.merge_from_list(["DATASETS.FURTHER_SCREEN", True, "DATASETS.PACK_RANDOM_CAPTION_NUMBER", 20,
+                       "DATASETS.CAPTION_FORMAT_VERSION", "v2", "MODEL.DYHEAD.FUSE_CONFIG.MLM_OBJ_FOR_ONLY_POSITIVE",
+                       True])
+    values = option_values(c, True)
+    assert values["further_screen"] and values["pack_random_caption_number"] == 20
+    assert values["caption_format_version"] == "v2" and values["mlm_obj_for_only_positive"]
+    assert "further_screen" not in option_values(c, False)  # train loaders only, as the reference
+    with caplog.at_level(logging.INFO, logger="glip.data.dataset_options"):
+        check_options(c, True, ["caps", "mixed_train_no_coco"],
+                      [get_factory("CaptionTSV"), get_factory("MixedDataset")])
+    assert "DATASETS.PACK_RANDOM_CAPTION_NUMBER is set; it does not apply to mixed_train_no_coco" in caplog.text
+    # PseudoData does not pack: the packing keys do not reach it (logged), the screening keys do.
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="glip.data.dataset_options"):
+        check_options(c, True, ["pseudo"], [get_factory("PseudoData")])
+    assert "PACK_RANDOM_CAPTION_NUMBER is set; it does not apply to pseudo (PseudoData)" in caplog.text
+    assert "FURTHER_SCREEN" not in caplog.text
+    refused = default_cfg.clone()
+    refused.merge_from_list(["DATASETS.DIVER_BOX_FOR_VQA", True])
+    with pytest.raises(ValueError, match="DATASETS.DIVER_BOX_FOR_VQA is set to True, but caps \\(CaptionTSV\\)"):
+        check_options(refused, True, ["caps"], [get_factory("CaptionTSV")])
