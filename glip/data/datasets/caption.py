@@ -146,6 +146,19 @@ class CaptionRows:
         return None
 
 
+def _frame(anno: dict, image_size) -> tuple:
+    """The ``(img_w, img_h)`` pixel frame of the row's boxes (the decoded image's size when absent)."""
+    if "img_w" not in anno or "img_h" not in anno:
+        return image_size
+    try:
+        frame = (int(anno["img_w"]), int(anno["img_h"]))
+    except (TypeError, ValueError) as exc:
+        raise BadRowError("img_w / img_h are not integers: {!r} / {!r}".format(anno["img_w"], anno["img_h"])) from exc
+    if min(frame) <= 0:
+        raise BadRowError("img_w / img_h must be positive, got {}".format(frame))
+    return frame
+
+
 def _check_spans(caption: str, tokens) -> None:
     for spans in tokens:
         for beg, end in spans:
@@ -246,12 +259,14 @@ class CaptionTSV(torch.utils.data.Dataset):
     def _count(self, reason: str, idx: int, exc: Optional[Exception] = None) -> None:
         self.skipped[reason] += 1
         n = self.skipped[reason]
-        if exc is None:
-            logger.debug("%s: row %d skipped (%s)", self.yaml_file, idx, reason)
+        if exc is None:  # the reference's silent redraw, counted; logged now and then
+            log = logger.info if n in (1, 10, 100) or n % 1000 == 0 else logger.debug
+            log("%s: row %d skipped (%s); skipped so far (this process): %s", self.yaml_file, idx, reason,
+                dict(self.skipped))
             return
         if n <= _WARN_FIRST or n % 1000 == 0:
-            logger.warning("%s: row %d skipped (%s: %s); skipped so far: %s", self.yaml_file, idx, reason, exc,
-                           dict(self.skipped))
+            logger.warning("%s: row %d skipped (%s: %s); skipped so far (this process): %s", self.yaml_file, idx,
+                           reason, exc, dict(self.skipped))
 
     def random_caption(self) -> str:
         """The caption of a random row (a negative caption)."""
@@ -280,7 +295,7 @@ class CaptionTSV(torch.utils.data.Dataset):
             boxes, scores, tokens = screened
         if len(boxes) < self.caption_min_box:
             return None
-        frame = (anno["img_w"], anno["img_h"]) if "img_w" in anno and "img_h" in anno else img.size
+        frame = _frame(anno, img.size)
         clipped = BoxList(torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4), frame, mode="xyxy")
         clipped = clipped.clip_to_image(remove_empty=False)
         keep = ((clipped.bbox[:, 2] > clipped.bbox[:, 0]) & (clipped.bbox[:, 3] > clipped.bbox[:, 1])).tolist()

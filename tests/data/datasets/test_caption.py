@@ -226,3 +226,10 @@ def test_caption_keys_apply_to_caption_data_and_are_logged_for_the_rest(caplog):
     refused.merge_from_list(["DATASETS.DIVER_BOX_FOR_VQA", True])
     with pytest.raises(ValueError, match="DATASETS.DIVER_BOX_FOR_VQA is set to True, but caps \\(CaptionTSV\\)"):
         check_options(refused, True, ["caps"], [get_factory("CaptionTSV")])
+
+
+def test_a_bad_frame_is_a_bad_row(tmp_path, tokenizer):
+    path = write_caption_tsv(tmp_path, [dict(ROW_A, img_w="wide"), dict(ROW_A, img_h=0), ROW_A])
+    data = _data(path, tokenizer, rng=Draws(ranges=[1, 2]))
+    _, target, idx = data[0]
+    assert idx == 2 and data.skipped["bad row"] == 2 and target.size == (80, 60)
