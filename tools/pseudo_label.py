@@ -15,6 +15,9 @@ concatenation ``img.tsv`` / ``label.tsv`` / ``hw.tsv``), ``summary.json`` and, w
 ``previews/*.png``. Running the same command again resumes: pairs already committed are skipped, none is
 written twice. Register the output with ``DATASETS.REGISTER: {name: {factory: CaptionTSV, yaml_file:
 OUT/dataset.yaml}}`` and ``DATASETS.CAPTION_FORMAT_VERSION`` equal to ``--format-version`` (see DATA.md).
+
+A bad input (config, weights, input path, options) stops the run before any model is built with one line on
+stderr and exit code 2 (``glip.utils.errors.run_tool``; ``--debug`` or ``GLIP_DEBUG=1``: the traceback too).
 """
 import argparse
 import importlib.util
@@ -27,11 +30,9 @@ import time
 if importlib.util.find_spec("glip") is None:
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from glip.utils.errors import DataError, UserError, run_tool  # noqa: E402
+
 logger = logging.getLogger("glip.tools.pseudo_label")
-
-
-class PseudoLabelError(RuntimeError):
-    """A problem with the command line or its inputs (reported as one line)."""
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -53,28 +54,55 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--keep-empty", action="store_true", help="also write rows with no box above threshold")
     parser.add_argument("--previews", type=int, default=0, help="draw the first K labelled images (rank 0)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--debug", action="store_true", help="on a bad input, also print the traceback")
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="config overrides KEY VALUE ...")
     args = parser.parse_args(argv)
     if args.batch_size < 1:
-        parser.error("--batch-size must be >= 1")
+        raise UserError("--batch-size must be >= 1, got {}".format(args.batch_size))
+    if not 0.0 <= args.threshold < 1.0:
+        raise UserError("--threshold must be in [0, 1) (a box is kept when its score is above it), got {}".format(
+            args.threshold))
+    if args.previews < 0:
+        raise UserError("--previews must be >= 0, got {}".format(args.previews))
     args.opts = [o for o in args.opts if o != "--"]
     return args
 
 
-def build_labeler(args):
-    """The teacher (``GLIPDemo`` with ``--weight``) and its :class:`PseudoLabeler`."""
-    from glip.config import cfg as default_cfg
+def load_config(args):
+    """The teacher's config (``--config-file`` then ``KEY VALUE ...``) with ``MODEL.WEIGHT = --weight``, after
+    checking that the weights exist and fit its model (``glip.engine.preflight.check_weight``)."""
+    from glip.engine.preflight import check_weight
+    from glip.utils import cli
+
+    cfg = cli.merge_config(cli.base_config(), args.config_file, args.opts)
+    cfg.MODEL.WEIGHT = check_weight(cfg, args.weight, config_name=args.config_file)
+    cfg.freeze()
+    return cfg
+
+
+def read_input(args):
+    """The image-caption pairs of ``--input``; a missing, unreadable or empty input is a ``DataError``."""
+    from glip.engine.caption_pairs import read_pairs
+
+    if not os.path.exists(args.input):
+        raise DataError("--input not found: {}; give an image folder with .txt captions, a COCO-captions .json, "
+                        "a caption dataset .yaml or a key/caption/base64 .tsv".format(args.input))
+    try:
+        pairs = read_pairs(args.input, args.image_root, args.all_captions)
+    except (OSError, ValueError, KeyError) as exc:
+        raise DataError("--input {}: {}".format(args.input, exc)) from exc
+    if not pairs:
+        raise DataError("--input {} holds no image-caption pairs (a folder needs images with same-named .txt "
+                        "captions)".format(args.input))
+    return pairs
+
+
+def build_labeler(args, cfg):
+    """The teacher (``GLIPDemo`` of ``cfg``, weights ``MODEL.WEIGHT``) and its :class:`PseudoLabeler`."""
     from glip.data.transforms import build_transforms
     from glip.engine.predictor import GLIPDemo
     from glip.engine.pseudo_labeling import PseudoLabeler
 
-    cfg = default_cfg.clone()
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    cfg.MODEL.WEIGHT = args.weight
-    cfg.freeze()
-    if not os.path.isfile(args.weight):
-        raise PseudoLabelError("teacher weights not found: {}".format(args.weight))
     demo = GLIPDemo(cfg, confidence_threshold=args.threshold, load_model=True, phrase_method=args.phrase_method)
     return PseudoLabeler(demo, build_transforms(cfg, is_train=False), threshold=args.threshold,
                          phrase_method=args.phrase_method, format_version=args.format_version,
@@ -96,23 +124,22 @@ def finish(out_dir: str, shards_dir: str, version: str, seconds: float) -> dict:
 
 
 def run(argv=None) -> int:
-    """Label the input (see the module docstring); returns the exit code."""
+    """Label the input (see the module docstring); returns the exit code. A bad input raises a ``UserError``
+    before any model is built."""
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     start = time.time()
-    from glip.engine.caption_pairs import read_pairs
+    pairs = read_input(args)
+    cfg = load_config(args)
     from glip.engine.pseudo_labeling import label_shard
     from glip.utils import cli, comm
 
     world = int(os.environ.get("WORLD_SIZE", 1))
-    cli.init_distributed(argparse.Namespace(distributed=world > 1, local_rank=comm.get_local_rank()))
+    cli.init_distributed(argparse.Namespace(distributed=world > 1, local_rank=comm.get_local_rank()),
+                         device=cfg.MODEL.DEVICE)
     rank = comm.get_rank()
-    try:
-        pairs = read_pairs(args.input, args.image_root, args.all_captions)
-    except (OSError, ValueError) as exc:
-        raise PseudoLabelError(str(exc)) from exc
     logger.info("rank %d of %d: %d pairs in %s", rank, world, len(pairs), args.input)
-    labeler = build_labeler(args)
+    labeler = build_labeler(args, cfg)
     shards_dir = os.path.join(args.output_dir, "shards")
     label_shard(labeler, pairs, shards_dir, rank, world, args.batch_size,
                 previews=args.previews if rank == 0 else 0, preview_dir=os.path.join(args.output_dir, "previews"),
@@ -127,11 +154,8 @@ def run(argv=None) -> int:
 
 
 def main(argv=None) -> int:
-    try:
-        return run(argv)
-    except PseudoLabelError as exc:
-        print("pseudo_label: error: {}".format(exc), file=sys.stderr)
-        return 2
+    """The command line: a bad input prints one line on stderr and returns 2 (``run_tool``)."""
+    return run_tool(run, argv)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,9 @@ Stages (each skipped when its result file exists, so a stopped run continues whe
    ``DATASETS.TRAIN``), evaluated like the teacher.
 
 ``--output-dir`` receives ``data/``, ``teacher/``, ``pseudo/``, ``student/`` and ``self_train.json``; the run
-ends with a table and the line ``self-train: teacher AP50_unseen=<t> student AP50_unseen=<s> ...``.
+ends with a table and the line ``self-train: teacher AP50_unseen=<t> student AP50_unseen=<s> ...``. A bad option
+or input stops the run with one line on stderr and exit code 2 (``glip.utils.errors.run_tool``; ``--debug``: the
+traceback too).
 """
 import argparse
 import importlib.util
@@ -29,6 +31,8 @@ from pathlib import Path
 
 if importlib.util.find_spec("glip") is None:
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from glip.utils.errors import ConfigFileNotFoundError, UserError, run_tool  # noqa: E402
 
 logger = logging.getLogger("glip.tools.self_train")
 TOOLS = Path(__file__).resolve().parent
@@ -68,9 +72,17 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "object named by two phrases keeps the better one); <= 0: no NMS")
     parser.add_argument("--minutes", type=float, default=0.0, help="ignored (quickstart option)")
     parser.add_argument("--demo-threshold", type=float, default=0.35, help="ignored (quickstart option)")
+    parser.add_argument("--debug", action="store_true", help="on a bad input, also print the traceback")
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="config overrides KEY VALUE ...")
     args = parser.parse_args(argv)
     args.opts = [o for o in args.opts if o != "--"]
+    for name in ("num_train", "num_test", "num_captions", "pseudo_batch_size", "image_size"):
+        if getattr(args, name) < 1:
+            raise UserError("--{} must be >= 1, got {}".format(name.replace("_", "-"), getattr(args, name)))
+    if not 0.0 <= args.pseudo_threshold < 1.0:
+        raise UserError("--pseudo-threshold must be in [0, 1), got {}".format(args.pseudo_threshold))
+    if not os.path.isfile(args.config_file):
+        raise ConfigFileNotFoundError("config file not found: {}; check --config-file".format(args.config_file))
     return args
 
 
@@ -130,12 +142,11 @@ def pseudo_label(args, teacher_dir: str, images: str, out_dir: str) -> dict:
     summary_path = os.path.join(out_dir, "summary.json")
     if os.path.isfile(summary_path):
         return _read(summary_path)
-    tool = load_tool("pseudo_label")
     argv = ["--config-file", os.path.join(teacher_dir, "train", "config.yml"),
             "--weight", os.path.join(teacher_dir, "train", "model_final.pth"), "--input", images,
             "--output-dir", out_dir, "--threshold", str(args.pseudo_threshold),
             "--batch-size", str(args.pseudo_batch_size), "--previews", "8"]
-    if tool.main(argv) != 0:
+    if load_tool("pseudo_label").run(argv) != 0:
         raise RuntimeError("pseudo-labelling failed (see the log above)")
     return _read(summary_path)
 
@@ -321,4 +332,4 @@ def run(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run())
+    sys.exit(run_tool(run))

@@ -93,9 +93,47 @@ def test_the_output_reads_back_as_a_caption_dataset(shapes, labelled, tmp_path, 
     line = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("pseudo_label:")]
     assert len(line) == 1 and "images=6 rows=6 " in line[0] and "boxes=30 " in line[0]
     assert _label_keys(out / "shards" / "part000of001.label.tsv") == [data.get_img_id(i) for i in range(6)]
-    # A missing teacher file is one line, exit status 2.
-    assert tool.main(_argv(config, tmp_path / "none.pth", meta["captions"]["images"], tmp_path / "x")) == 2
-    assert "teacher weights not found" in capsys.readouterr().err
+
+
+def _one_error_line(code, err: str) -> str:
+    assert code == 2 and "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+def test_bad_inputs_fail_with_one_line_before_any_model_is_built(shapes, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.delenv("GLIP_DEBUG", raising=False)
+    root, meta, config, weight = shapes
+    images = meta["captions"]["images"]
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "bad.tsv").write_text("key\tonly two columns\n")
+    (tmp_path / "corrupt.pth").write_bytes(b"not a checkpoint\n" * 20)
+    tool = _load(TOOL, "pseudo_label_tool")
+    cases = {
+        "--input not found": _argv(config, weight, tmp_path / "nowhere", tmp_path / "o"),
+        "holds no image-caption pairs": _argv(config, weight, tmp_path / "empty", tmp_path / "o"),
+        "want 'key<TAB>caption<TAB>base64 image'": _argv(config, weight, tmp_path / "bad.tsv", tmp_path / "o"),
+        "weight file not found": _argv(config, tmp_path / "none.pth", images, tmp_path / "o"),
+        "corrupt.pth": _argv(config, tmp_path / "corrupt.pth", images, tmp_path / "o"),
+        "config file not found": _argv(tmp_path / "none.yaml", weight, images, tmp_path / "o"),
+        "NO_SUCH_KEY": _argv(config, weight, images, tmp_path / "o", "MODEL.NO_SUCH_KEY", "1"),
+        "--batch-size must be >= 1": _argv(config, weight, images, tmp_path / "o", "--batch-size", "0"),
+        "--threshold must be in [0, 1)": _argv(config, weight, images, tmp_path / "o", "--threshold", "1.5"),
+    }
+    for expected, argv in cases.items():
+        capsys.readouterr()
+        code = tool.main(argv)
+        assert expected in _one_error_line(code, capsys.readouterr().err)
+    assert not (tmp_path / "o").exists()  # nothing was written
+
+
+def test_the_command_line_fails_with_one_line(shapes, tmp_path):
+    root, meta, config, weight = shapes
+    result = subprocess.run([sys.executable, str(TOOL)] + _argv(config, weight, tmp_path / "nowhere", tmp_path / "o"),
+                            env=_env(), capture_output=True, text=True, timeout=300)
+    assert "--input not found" in _one_error_line(result.returncode, result.stderr)
 
 
 def _mixed_config(path: Path, config: Path, meta: dict, captions_yaml: str, out: Path) -> Path:
@@ -129,7 +167,8 @@ def test_a_mixture_of_detection_grounding_and_pseudo_captions_collates_and_gives
     concat = make_data_loader(cfg, is_train=True).dataset
     assert [type(d).__name__ for d in concat.datasets] == ["CocoGrounding", "FlickrDataset", "CaptionTSV"]
     # One sample of each kind in one batch: collated, a finite loss with gradients.
-    images, targets, _, positive_map = BatchCollator(32)([d[0] for d in concat.datasets])[:4]
+    batch = BatchCollator(32)([d[0] for d in concat.datasets])
+    images, targets, positive_map = batch.images, batch.targets, batch.positive_map
     assert positive_map.shape == (sum(len(t) for t in targets), 256) and len(targets[2]) >= 1
     assert targets[2].get_field("caption").count(". ") >= 2  # packed with other rows' captions
     model = build_detection_model(cfg)

@@ -59,6 +59,20 @@ def test_pseudo_boxes_are_scored_by_phrase_and_overlap(tmp_path, self_train):
     assert quality["recall_seen"] == pytest.approx(100.0) and quality["recall_unseen"] == pytest.approx(100.0)
 
 
+def test_bad_options_fail_with_one_line(tmp_path, capsys, self_train):
+    from glip.utils.errors import run_tool
+
+    cases = {"--num-captions must be >= 1": ["--num-captions", "0"],
+             "--pseudo-threshold must be in [0, 1)": ["--pseudo-threshold", "1"],
+             "config file not found": ["--config-file", str(tmp_path / "none.yaml")]}
+    for expected, argv in cases.items():
+        capsys.readouterr()
+        code = run_tool(self_train.run, argv + ["--output-dir", str(tmp_path / "out")])
+        err = capsys.readouterr().err
+        assert code == 2 and err.strip().splitlines() == [err.strip()] and expected in err, err
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.slow
 def test_the_loop_runs_every_stage_on_a_tiny_schedule(tmp_path, capsys):
     quickstart = _load("quickstart")
