@@ -97,6 +97,12 @@ BEFORE = {
         "img_folder_coco": "coco/train2014",
         "img_folder_vg": "gqa/images",
     }),
+    "bing_caption_train": ("CaptionTSV", {
+        "yaml_file": "BingData/predict_yaml/dreamstime_com_dyhead_objvg_e39.train.yaml",
+    }),
+    "bing_caption_train_no_coco": ("CaptionTSV", {
+        "yaml_file": "BingData/predict_yaml/dreamstime_com_Detection_Pretrain_NoCOCO_Packed125.train.yaml",
+    }),
     "mixed_train_no_coco": ("MixedDataset", {
         "ann_file": "mdetr_annotations/final_mixed_train_no_coco.json",
         "img_folder_coco": "coco/train2014",
