@@ -67,6 +67,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "training iterations are cut to fit, measured on this machine now")
     parser.add_argument("--demo-threshold", type=float, default=0.35,
                         help="score threshold of the demo drawing (a correct name scores ~0.35-0.5 after training)")
+    parser.add_argument("--self-train", action="store_true",
+                        help="run the self-training loop instead (tools/self_train.py: teacher -> pseudo-labels "
+                             "-> student; its options apply)")
     parser.add_argument("--debug", action="store_true", help="on a bad input, also print the traceback")
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="config overrides KEY VALUE ...")
     return parser.parse_args(argv)
@@ -328,6 +331,13 @@ def fit_budget(args, cfg, meta: dict, spent_minutes: float) -> str:
 
 def run(argv=None) -> int:
     """The whole quickstart (see the module docstring); returns the exit code."""
+    raw = sys.argv[1:] if argv is None else list(argv)
+    if "--self-train" in raw:
+        path = Path(__file__).with_name("self_train.py")
+        spec = importlib.util.spec_from_file_location("glip_tool_self_train", path)
+        self_train = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(self_train)
+        return self_train.run([a for a in raw if a != "--self-train"])
     args = parse_args(argv)
     start = time.time()
     output_dir = os.path.abspath(args.output_dir)

@@ -93,6 +93,12 @@ BUILTIN_DATASETS: Dict[str, dict] = {
     "gqa_val": dict(_coco("GQADataset", "gqa/images", "mdetr_annotations/final_gqa_val.json"), is_train=False),
     "phrasecut_train": dict(
         _coco("PhrasecutDetection", "gqa/images", "mdetr_annotations/finetune_phrasecut_train.json"), is_train=True),
+    # pseudo-labelled caption data (the reference's names: <yaml_path>/<yaml_name>.train.yaml)
+    "bing_caption_train": {"factory": "CaptionTSV",
+                           "yaml_file": "BingData/predict_yaml/dreamstime_com_dyhead_objvg_e39.train.yaml"},
+    "bing_caption_train_no_coco": {
+        "factory": "CaptionTSV",
+        "yaml_file": "BingData/predict_yaml/dreamstime_com_Detection_Pretrain_NoCOCO_Packed125.train.yaml"},
     # detection data in TSV form, turned into grounding captions
     "coco_dt_train": _tsv("CocoDetectionTSV", "coco_tsv/coco_obj.yaml", "coco_dt"),
     "COCO_odinw_train_8copy_dt_train": _tsv(

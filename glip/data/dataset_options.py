@@ -12,6 +12,8 @@ option's ``scope``:
   Objects365 TSV + GoldG + Flickr30k; GLIP-L: GoldG alone), and the fine-tuning flows reuse those configs with
   other datasets, so they apply to the datasets that take them and the others ignore them (logged; a warning
   when no dataset of the loader takes one);
+  The caption options (``DATASETS.CAPTION_*``, packing, ``FURTHER_SCREEN``, ...) have this scope too: GLIP-L's
+  config sets them for a run whose only training set is GoldG.
 * ``SHARED``: also read outside the datasets (e.g. ``DATASETS.SHUFFLE_SEED`` seeds the sampler,
   ``DATASETS.SEPARATION_TOKENS`` joins the evaluation prompt); never refused here.
 """
@@ -78,6 +80,31 @@ def _control_probabilities(cfg):
 
 _FUSE = "MODEL.DYHEAD.FUSE_CONFIG."
 
+
+def _caption(arg: str, key: str, value) -> DatasetOption:
+    return DatasetOption(arg, "DATASETS." + key, value("DATASETS." + key), scope=CAPTIONS)
+
+
+# Caption data (CaptionTSV / PseudoData), as the reference's builder passes them: several keys are passed only
+# when > 0 (or True), so 0 means "the dataset's default" (e.g. CAPTION_CONF 0 -> 0.5, RANDOM_PACK_PROB 0 -> -1).
+CAPTION_OPTIONS = (
+    _caption("caption_min_box", "CAPTION_MIN_BOX", _if_positive),
+    _caption("replace_clean_label", "REPLACE_CLEAN_LABEL", _if_true),
+    _caption("further_screen", "FURTHER_SCREEN", _if_true),
+    _caption("caption_conf", "CAPTION_CONF", _if_positive),
+    _caption("caption_nms", "CAPTION_NMS", _always),
+    _caption("pack_random_caption_number", "PACK_RANDOM_CAPTION_NUMBER", _if_positive),
+    _caption("inference_caption", "INFERENCE_CAPTION", _if_true),
+    _caption("sample_negative_for_grounding_data", "SAMPLE_NEGATIVE_FOR_GROUNDING_DATA", _if_positive),
+    _caption("random_pack_prob", "RANDOM_PACK_PROB", _if_positive),
+    _caption("no_random_pack_probability", "NO_RANDOM_PACK_PROBABILITY", _if_positive),
+    _caption("safeguard_positive_caption", "SAFEGUARD_POSITIVE_CAPTION", _always),
+    DatasetOption("mlm_obj_for_only_positive", _FUSE + "MLM_OBJ_FOR_ONLY_POSITIVE",
+                  _always(_FUSE + "MLM_OBJ_FOR_ONLY_POSITIVE"), scope=CAPTIONS),
+    _caption("caption_format_version", "CAPTION_FORMAT_VERSION", _always),
+    DatasetOption("diver_box_for_vqa", "DATASETS.DIVER_BOX_FOR_VQA", _if_true("DATASETS.DIVER_BOX_FOR_VQA")),
+)
+
 # The reference's extra_args, in its order; when a value function returns None the option is not passed.
 DATASET_OPTIONS = (
     DatasetOption("ignore_crowd", "DATASETS.USE_CROWD", _if_true("DATASETS.USE_CROWD", False)),
@@ -101,6 +128,7 @@ DATASET_OPTIONS = (
     DatasetOption("no_mask_for_od", _FUSE + "NO_MASK_FOR_OD", _always(_FUSE + "NO_MASK_FOR_OD"), scope=CAPTIONS),
     DatasetOption("no_mask_for_gold", _FUSE + "NO_MASK_FOR_GOLD", _always(_FUSE + "NO_MASK_FOR_GOLD"),
                   scope=CAPTIONS),
+    *CAPTION_OPTIONS,
     DatasetOption("special_safeguard_for_coco_grounding", "DATASETS.SPECIAL_SAFEGUARD_FOR_COCO_GROUNDING",
                   _always("DATASETS.SPECIAL_SAFEGUARD_FOR_COCO_GROUNDING")),
     DatasetOption("class_agnostic", "DATASETS.CLASS_AGNOSTIC", _always("DATASETS.CLASS_AGNOSTIC")),

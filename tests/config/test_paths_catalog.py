@@ -25,6 +25,8 @@ REPO = Path(__file__).resolve().parents[2]
 # "_dt", "_odtsv", "_grounding", "lvis_evaluation" / "lvis_v1_" were tried in that order, else COCODataset).
 FACTORY_BEFORE = {
     "mixed_train": "MixedDataset", "mixed_train_no_coco": "MixedDataset",
+    # added with the caption data (issue 16): the reference's "_caption" rule
+    "bing_caption_train": "CaptionTSV", "bing_caption_train_no_coco": "CaptionTSV",
     "flickr30k_train": "FlickrDataset", "flickr30k_val": "FlickrDataset", "flickr30k_test": "FlickrDataset",
     "refexp_all_val": "RefExpDataset", "gqa_val": "GQADataset", "phrasecut_train": "PhrasecutDetection",
     "coco_dt_train": "CocoDetectionTSV", "COCO_odinw_train_8copy_dt_train": "CocoDetectionTSV",

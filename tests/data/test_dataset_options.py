@@ -8,7 +8,7 @@ from helpers import FIXTURES
 
 from glip.config import cfg as default_cfg
 from glip.config.paths_catalog import DatasetCatalog, register_datasets
-from glip.data.dataset_options import check_options, option_values, set_options
+from glip.data.dataset_options import CAPTION_OPTIONS, check_options, option_values, set_options
 from glip.data.datasets.registry import get_factory
 
 OFFICIAL = FIXTURES / "official_configs"
@@ -37,12 +37,19 @@ def _factories(*names):
     return [get_factory(n) for n in names]
 
 
+# What the default config passes to caption datasets: the reference's unconditional caption keys, and
+# CAPTION_MIN_BOX / CAPTION_CONF, which the default config sets above 0.
+DEFAULT_CAPTION_VALUES = {"caption_min_box": 1, "caption_conf": 0.9, "caption_nms": 0.9,
+                          "safeguard_positive_caption": True, "mlm_obj_for_only_positive": False,
+                          "caption_format_version": "v1"}
+
+
 def test_the_default_config_passes_only_the_unconditional_options():
     assert set_options(default_cfg, True) == [] and set_options(default_cfg, False) == []
-    assert option_values(default_cfg, True) == {
+    assert option_values(default_cfg, True) == dict({
         "separation_tokens": " ", "no_mask_for_od": False, "no_mask_for_gold": False,
         "special_safeguard_for_coco_grounding": False, "class_agnostic": False, "sample_ratio": 0.0,
-        "use_caption_prompt": False}
+        "use_caption_prompt": False}, **DEFAULT_CAPTION_VALUES)
     assert option_values(default_cfg, False) == {"use_caption_prompt": False}
 
 
@@ -65,7 +72,8 @@ def test_option_values_of_a_config_setting_every_option():
         test_values, ignore_crowd=False, max_box=7, few_shot=2, shuffle_seed=5, random_sample_negative=10,
         add_detection_prompt=True, disable_shuffle=True, control_probabilities=(0.1, 0.2, 0.3, 0.4),
         disable_clip_to_image=True, no_minus_one_for_one_hot=True, separation_tokens=". ", no_mask_for_od=True,
-        no_mask_for_gold=True, special_safeguard_for_coco_grounding=True, class_agnostic=True, sample_ratio=0.5)
+        no_mask_for_gold=True, special_safeguard_for_coco_grounding=True, class_agnostic=True, sample_ratio=0.5,
+        **DEFAULT_CAPTION_VALUES)
     assert len(set_options(c, True)) == 20 and len(set_options(c, False)) == 4
 
 
@@ -142,8 +150,11 @@ def test_official_configs_pass_the_option_check(monkeypatch):
     pretrain = sorted((OFFICIAL / "pretrain").glob("glip*.yaml"))
     tasks = [p for p in OFFICIAL.rglob("*.yaml") if p not in pretrain]
     assert len(pretrain) == 4 and len(tasks) == 54
-    # The four pre-training configs set the same dataset options, so one of them stands for all as the base.
-    set_values = {p.name: [(o.key, o.value(_cfg(p))) for o in set_options(_cfg(p), True)] for p in pretrain}
+    # The four pre-training configs set the same dataset options, so one of them stands for all as the base
+    # (GLIP-L also sets the caption options, which only caption data takes: none of the task configs has any).
+    caption_keys = {o.key for o in CAPTION_OPTIONS}
+    set_values = {p.name: [(o.key, o.value(_cfg(p))) for o in set_options(_cfg(p), True) if o.key not in caption_keys]
+                  for p in pretrain}
     assert len({repr(v) for v in set_values.values()}) == 1, set_values
     base = _cfg(OFFICIAL / "pretrain/glip_Swin_T_O365_GoldG.yaml")
     for task in tasks:

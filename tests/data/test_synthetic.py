@@ -155,3 +155,28 @@ def test_splits_load_through_the_grounding_datasets(data):
     prompt = target.get_field("caption")
     assert sorted(prompt.rstrip(". ").split(". ")) == sorted(meta["seen"])
     assert len(target) == len(target.get_field("positive_map")) >= 1
+
+
+def test_captions_only_split_withholds_its_boxes(tmp_path, data):
+    _, meta = data
+    paths = S.generate_captions_split(str(tmp_path), num_images=10, seed=3)
+    folder = tmp_path / "captions"
+    assert sorted(p.name for p in folder.iterdir()) == ["images", "withheld"]
+    pngs = sorted(p for p in (folder / "images").iterdir() if p.suffix == ".png")
+    assert len(pngs) == 10 and all(p.with_suffix(".txt").is_file() for p in pngs)
+    grounding = _load(paths["grounding"])
+    captions = {im["file_name"]: im["caption"] for im in grounding["images"]}
+    for png in pngs:
+        assert png.with_suffix(".txt").read_text().strip() == captions[png.name]
+    # The withheld boxes: every caption phrase has its box; unseen combinations are among them and in captions.
+    detection = _load(paths["detection"])
+    names = {c["id"]: c["name"] for c in detection["categories"]}
+    assert set(names.values()) == set(meta["seen"]) | set(meta["unseen"])
+    unseen_boxes = [a for a in detection["annotations"] if names[a["category_id"]] in meta["unseen"]]
+    assert len(unseen_boxes) >= 3 and len(detection["annotations"]) == len(grounding["annotations"])
+    assert any(re.search(r"\b{}\b".format(n), " ".join(captions.values())) for n in meta["unseen"])
+    # Not the training images; the same seed gives the same split.
+    assert (folder / "images" / "000000.png").read_bytes() != Path(meta["train"]["images"], "000000.png").read_bytes()
+    again = tmp_path / "again"
+    S.generate_captions_split(str(again), num_images=10, seed=3)
+    assert (again / "captions/withheld/grounding.json").read_bytes() == Path(paths["grounding"]).read_bytes()

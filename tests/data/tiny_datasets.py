@@ -34,3 +34,24 @@ def image_b64(w: int, h: int, seed: int = 0) -> str:
     buf = io.BytesIO()
     Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8), "RGB").save(buf, format="PNG")
     return base64.b64encode(buf.getvalue()).decode()
+
+
+def write_caption_tsv(root: Path, rows, name="captions", sizes=None, hw=False, extra_yaml=None) -> str:
+    """A caption dataset: ``name.img.tsv`` (``key \\t base64 PNG``), ``name.label.tsv`` (``key \\t json``), optional
+    ``name.hw.tsv`` and ``name.yaml``. ``rows``: label dicts (or raw strings written as is); ``sizes``: per row
+    the image (w, h) (default 64 x 48). Returns the yaml path."""
+    root.mkdir(parents=True, exist_ok=True)
+    sizes = sizes or [(64, 48)] * len(rows)
+    with open(root / f"{name}.img.tsv", "w") as img, open(root / f"{name}.label.tsv", "w") as label:
+        for i, (row, (w, h)) in enumerate(zip(rows, sizes)):
+            img.write(f"key{i}\t{image_b64(w, h, seed=i)}\n")
+            label.write(f"key{i}\t{row if isinstance(row, str) else json.dumps(row)}\n")
+    cfg = {"img": f"{name}.img.tsv", "label": f"{name}.label.tsv"}
+    if hw:
+        with open(root / f"{name}.hw.tsv", "w") as f:
+            for i, (w, h) in enumerate(sizes):
+                f.write(f"key{i}\t{json.dumps([{'height': h, 'width': w}])}\n")
+        cfg["hw"] = f"{name}.hw.tsv"
+    cfg.update(extra_yaml or {})
+    (root / f"{name}.yaml").write_text("".join(f"{k}: {v}\n" for k, v in cfg.items()))
+    return str(root / f"{name}.yaml")

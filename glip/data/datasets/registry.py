@@ -14,8 +14,8 @@ from glip.config.paths_catalog import locate
 
 # Factories of the reference that this package does not implement: naming one fails with NotImplementedError.
 # A factory registered under one of these names takes precedence (remove the name here when adding it).
-NOT_IMPLEMENTED = ("Background", "CaptionTSV", "CocoDetection", "GQADataset", "PascalVOCDataset",
-                   "PhrasecutDetection", "PseudoData", "RefExpDataset", "TSVDataset")
+NOT_IMPLEMENTED = ("Background", "CocoDetection", "GQADataset", "PascalVOCDataset", "PhrasecutDetection",
+                   "RefExpDataset", "TSVDataset")
 
 
 @dataclass(frozen=True)

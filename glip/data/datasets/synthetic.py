@@ -9,6 +9,10 @@ sizes, on a plain or textured background. Every split is written twice, in the t
   of a large blue square and a green star"``, each box carrying the ``tokens_positive`` character span of its
   phrase (``"small red circle"``).
 
+A third, captions-only split (:func:`generate_captions_split`, ``captions``) is the raw material of self-training:
+images with a ``.txt`` caption next to each (the input form of ``tools/pseudo_label.py``), seen and unseen
+combinations alike, and their boxes withheld in ``withheld/`` (for scoring pseudo-labels only).
+
 The held-out split (``test``) contains colour-shape combinations that never occur in the training split, neither
 as boxes nor in any training caption or prompt (``unseen``): the model has seen "red" and "triangle" but never a
 "red triangle", so the test measures compositional zero-shot grounding rather than memorisation. The training
@@ -252,6 +256,55 @@ def _write_json(path: str, data: dict):
     os.replace(tmp, path)
 
 
+def _vocabulary(colours: Sequence[str], shapes: Sequence[str], unseen, image_size, object_side):
+    """``(all combinations, unseen, seen, object side range)`` after checking the colours."""
+    unknown = [c for c in colours if c not in COLOURS]
+    if unknown:
+        raise ValueError("unknown colours {} (known: {})".format(unknown, list(COLOURS)))
+    all_combos = [(c, s) for c in colours for s in shapes]
+    unseen = [tuple(u) for u in (default_unseen(colours, shapes) if unseen is None else unseen)]
+    if object_side is None:
+        side = min(image_size)
+        object_side = (max(8, round(0.11 * side)), round(0.375 * side))
+    return all_combos, unseen, [c for c in all_combos if c not in unseen], tuple(object_side)
+
+
+def generate_captions_split(root: str, num_images: int = 600, seed: int = 0,
+                            image_size: Tuple[int, int] = (160, 160), objects_per_image: Tuple[int, int] = (2, 4),
+                            object_side: Optional[Tuple[int, int]] = None, textured_prob: float = 0.5,
+                            colours: Sequence[str] = tuple(COLOURS), shapes: Sequence[str] = SHAPES,
+                            unseen: Optional[Sequence[Tuple[str, str]]] = None, unseen_prob: float = 0.5) -> dict:
+    """Write ``root/captions``: ``images/<n>.png`` with ``images/<n>.txt`` holding its caption, and the withheld
+    boxes ``withheld/detection.json`` (all combinations, ``"seen"`` flags) / ``withheld/grounding.json``.
+
+    Each object is an unseen combination with probability ``unseen_prob``, else a seen one; the
+    arguments are those of :func:`generate_synthetic_dataset` (the same ones give the same vocabulary), and the
+    images differ from the train / test splits' (seed ``2 * seed + 3``). Returns ``{"images", "detection",
+    "grounding"}`` paths.
+    """
+    all_combos, unseen, seen, object_side = _vocabulary(colours, shapes, unseen, image_size, object_side)
+    folder = os.path.join(root, "captions")
+    withheld = os.path.join(folder, "withheld")
+    paths = generate_split(folder, num_images, combos=seen, categories=all_combos, seed=seed * 2 + 3,
+                           image_size=tuple(image_size), objects_per_image=tuple(objects_per_image),
+                           object_side=object_side, textured_prob=textured_prob, required=unseen,
+                           required_prob=unseen_prob, unseen=unseen)
+    os.makedirs(withheld, exist_ok=True)
+    with open(paths["grounding"]) as f:
+        records = json.load(f)["images"]
+    for record in records:
+        stem = os.path.splitext(record["file_name"])[0]
+        with open(os.path.join(paths["images"], stem + ".txt"), "w") as f:
+            f.write(record["caption"] + "\n")
+    out = {"images": paths["images"]}
+    for kind in ("detection", "grounding"):
+        out[kind] = os.path.join(withheld, kind + ".json")
+        os.replace(paths[kind], out[kind])
+    logger.info("synthetic shapes: wrote %d captions-only images to %s (boxes withheld in %s)", num_images, folder,
+                withheld)
+    return out
+
+
 def generate_synthetic_dataset(root: str, num_train: int = 600, num_test: int = 100, seed: int = 0,
                                image_size: Tuple[int, int] = (160, 160), objects_per_image: Tuple[int, int] = (2, 4),
                                object_side: Optional[Tuple[int, int]] = None, textured_prob: float = 0.5,
@@ -264,15 +317,7 @@ def generate_synthetic_dataset(root: str, num_train: int = 600, num_test: int = 
     arguments, ``seen`` / ``unseen`` category names and per split the ``detection`` / ``grounding`` json paths
     and ``images`` folder.
     """
-    unknown = [c for c in colours if c not in COLOURS]
-    if unknown:
-        raise ValueError("unknown colours {} (known: {})".format(unknown, list(COLOURS)))
-    all_combos = [(c, s) for c in colours for s in shapes]
-    unseen = [tuple(u) for u in (default_unseen(colours, shapes) if unseen is None else unseen)]
-    if object_side is None:
-        side = min(image_size)
-        object_side = (max(8, round(0.11 * side)), round(0.375 * side))
-    seen = [c for c in all_combos if c not in unseen]
+    all_combos, unseen, seen, object_side = _vocabulary(colours, shapes, unseen, image_size, object_side)
     common = dict(image_size=tuple(image_size), objects_per_image=tuple(objects_per_image),
                   object_side=tuple(object_side), textured_prob=textured_prob, unseen=unseen)
     meta = {"seed": seed, "colours": list(colours), "shapes": list(shapes), "num_train": num_train,

@@ -97,6 +97,12 @@ BEFORE = {
         "img_folder_coco": "coco/train2014",
         "img_folder_vg": "gqa/images",
     }),
+    "bing_caption_train": ("CaptionTSV", {
+        "yaml_file": "BingData/predict_yaml/dreamstime_com_dyhead_objvg_e39.train.yaml",
+    }),
+    "bing_caption_train_no_coco": ("CaptionTSV", {
+        "yaml_file": "BingData/predict_yaml/dreamstime_com_Detection_Pretrain_NoCOCO_Packed125.train.yaml",
+    }),
     "mixed_train_no_coco": ("MixedDataset", {
         "ann_file": "mdetr_annotations/final_mixed_train_no_coco.json",
         "img_folder_coco": "coco/train2014",
@@ -174,7 +180,7 @@ def test_every_builtin_name_resolves_to_the_class_and_arguments_it_had(data_root
 def test_registered_factories_take_exactly_their_own_arguments():
     assert set(DATASET_FACTORIES) == {"COCODataset", "CocoGrounding", "LvisDetection", "ModulatedDataset",
                                       "FlickrDataset", "MixedDataset", "ODTSVDataset", "CocoDetectionTSV",
-                                      "Object365DetectionTSV"}
+                                      "Object365DetectionTSV", "CaptionTSV", "PseudoData"}
     for name, factory in DATASET_FACTORIES.items():
         kinds = {p.kind for p in inspect.signature(factory.cls).parameters.values()}
         assert inspect.Parameter.VAR_KEYWORD not in kinds and inspect.Parameter.VAR_POSITIONAL not in kinds, name
@@ -192,8 +198,7 @@ def test_a_misspelt_constructor_argument_raises_naming_it():
 def test_unknown_and_unimplemented_factories_fail_by_name():
     with pytest.raises(ValueError, match="'CocoGroundng' for dataset 'train_grounding'.*'CocoGrounding'"):
         get_factory("CocoGroundng", "train_grounding")
-    for name in ("PascalVOCDataset", "CaptionTSV", "PseudoData", "RefExpDataset", "GQADataset",
-                 "PhrasecutDetection", "Background"):
+    for name in ("PascalVOCDataset", "RefExpDataset", "GQADataset", "PhrasecutDetection", "Background"):
         with pytest.raises(NotImplementedError, match="dataset factory {} \\(for my_set\\) is not implemented"
                            .format(name)):
             get_factory(name, "my_set")
