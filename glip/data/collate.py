@@ -46,9 +46,20 @@ class BatchCollator:
         return images, targets, ids, positive_map, positive_map_eval, greenlight_map
 
 
+class UntransformedImages(tuple):
+    """The images of a test-time-augmentation batch, as the dataset returned them (PIL, no transforms).
+
+    `to(device)` returns them unchanged: each augmented view is transformed, batched and moved later
+    (`glip.engine.tta`)."""
+
+    def to(self, *args, **kwargs) -> "UntransformedImages":
+        return self
+
+
 class BBoxAugCollator:
-    """Test-time augmentation batching: images stay a tuple (batched later per augmentation)."""
+    """Test-time augmentation batching (TEST.USE_MULTISCALE): ``(UntransformedImages, targets, ids, None, None)``;
+    the images are batched later, once per augmented view."""
 
     def __call__(self, batch: List[tuple]):
         columns = list(zip(*batch))
-        return columns[0], columns[1], columns[2], None, None
+        return UntransformedImages(columns[0]), columns[1], columns[2], None, None
