@@ -10,6 +10,7 @@ TEST.PRE_NMS_TOP_N, TEST.SELECT_CLASSES / TEST.NUM_CLASSES). The result is in or
 Views are transformed as the test transforms do (`glip.data.transforms`: resize, flip, to tensor, INPUT.FORMAT /
 TO_BGR255 normalisation); how a view's images are batched and which prompts run is the caller's `detect`.
 """
+import copy
 import logging
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence, Tuple
@@ -74,6 +75,12 @@ class TestTimeAugmentation:
         self.max_detections = int(max_detections)
         self.soft_vote_min_score = float(soft_vote_min_score)
         self.normalize = Normalize(pixel_mean, pixel_std, format=input_format)
+
+    def with_classes(self, classes: Sequence[int]) -> "TestTimeAugmentation":
+        """A copy merging the labels `classes` (e.g. the phrases of a demo prompt) instead."""
+        out = copy.copy(self)
+        out.classes = [int(c) for c in classes]
+        return out
 
     def views(self) -> List[View]:
         """Per scale: the plain view, then the mirrored one (TEST.FLIP)."""
