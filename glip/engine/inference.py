@@ -71,9 +71,12 @@ def inference(model, data_loader, dataset_name, iou_types=("bbox",), box_only=Fa
 
 
 def check_options(cfg):
-    """Refuse an unknown `TEST.EVAL_TASK` by name."""
+    """Refuse an unknown `TEST.EVAL_TASK`, and parallel class texts outside detection, by name."""
     if cfg.TEST.EVAL_TASK not in TASKS:
         raise ValueError("TEST.EVAL_TASK must be one of {}, got {!r}".format(TASKS, cfg.TEST.EVAL_TASK))
+    if cfg.GLIPKNOW.PARALLEL_LANGUAGE_INPUT and cfg.TEST.EVAL_TASK != "detection":
+        raise ValueError("GLIPKNOW.PARALLEL_LANGUAGE_INPUT evaluates class prompts only (TEST.EVAL_TASK "
+                         "'detection'), got {!r}".format(cfg.TEST.EVAL_TASK))
 
 
 def make_batch_runner(cfg, dataset) -> Callable:
@@ -82,15 +85,25 @@ def make_batch_runner(cfg, dataset) -> Callable:
     task = cfg.TEST.EVAL_TASK
     queries, maps = [None], [None]
     if task == "detection":
-        from glip.data.positive_map import create_queries_and_maps_from_dataset
-
-        queries, maps = create_queries_and_maps_from_dataset(dataset, cfg)
+        queries, maps = detection_prompts(dataset, cfg)
         logger.info("Detection prompts: %s", queries)
     run_batch = functools.partial(_run_batch, task=task, queries=queries, maps=maps, plus=label_offset(cfg),
                                   size_divisible=cfg.DATALOADER.SIZE_DIVISIBILITY)
     if cfg.TEST.USE_MULTISCALE:
         return augmented_batch_runner(cfg, run_batch)
     return run_batch
+
+
+def detection_prompts(dataset, cfg):
+    """`(queries, maps)` of the dataset's categories: class-name prompts, or with GLIPKNOW.PARALLEL_LANGUAGE_INPUT
+    one prompt of per-class (knowledge) texts (`glip.data.knowledge`)."""
+    if cfg.GLIPKNOW.PARALLEL_LANGUAGE_INPUT:
+        from glip.data.knowledge import knowledge_prompts
+
+        return knowledge_prompts(dataset, cfg)
+    from glip.data.positive_map import create_queries_and_maps_from_dataset
+
+    return create_queries_and_maps_from_dataset(dataset, cfg)
 
 
 def augmented_batch_runner(cfg, run_batch: Callable) -> Callable:

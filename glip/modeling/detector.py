@@ -30,11 +30,13 @@ class GeneralizedVLRCNN(nn.Module):
             (`glip.modeling.freezing`; default: everything trains except the unused `rpn.head.cls_logits`).
         one_hot_classes: DATASETS.ONE_HOT: the text mask keeps exactly the first N positions.
         mask_special: MASK_SPECIAL: special tokens are masked out of the text.
+        parallel_text: GLIPKNOW.PARALLEL_LANGUAGE_INPUT: encodes captions that are lists of class texts, one text
+            position per class (`glip.modeling.language.parallel`).
     """
 
     def __init__(self, backbone: nn.Module, language_backbone: nn.Module, tokenizer, rpn: nn.Module,
                  max_query_len: int = 256, pad_max: bool = True, freeze_policy: Optional[FreezePolicy] = None,
-                 one_hot_classes: int = 0, mask_special: bool = False):
+                 one_hot_classes: int = 0, mask_special: bool = False, parallel_text=None):
         super().__init__()
         self.backbone = backbone
         self.language_backbone = language_backbone
@@ -44,6 +46,7 @@ class GeneralizedVLRCNN(nn.Module):
         self.pad_max = pad_max
         self.one_hot_classes = one_hot_classes
         self.mask_special = mask_special
+        self.parallel_text = parallel_text
         self.set_freeze_policy(FreezePolicy() if freeze_policy is None else freeze_policy)
 
     @property
@@ -83,6 +86,8 @@ class GeneralizedVLRCNN(nn.Module):
         `aggregate` (B, D), `masks` (B, T) the text mask the head uses (see `one_hot_classes`, `mask_special`),
         `mlm_labels` None (no masked-language-model labels).
         """
+        if self.parallel_text is not None:
+            return self.parallel_text(self, captions, device)
         tokens = self.tokenize(captions, device)
         if self.freeze_language_backbone:
             with torch.no_grad():
@@ -156,6 +161,7 @@ def build_detection_model(cfg) -> GeneralizedVLRCNN:
     from glip.modeling.backbone import build_backbone
     from glip.modeling.head.build import build_rpn
     from glip.modeling.language import build_language_backbone, build_tokenizer
+    from glip.modeling.language.parallel import build_parallel_text_encoder
 
     arch = cfg.MODEL.META_ARCHITECTURE
     if arch != "GeneralizedVLRCNN":
@@ -173,4 +179,5 @@ def build_detection_model(cfg) -> GeneralizedVLRCNN:
         freeze_policy=freeze_policy,
         one_hot_classes=cfg.MODEL.DYHEAD.NUM_CLASSES if cfg.DATASETS.ONE_HOT else 0,
         mask_special=cfg.MODEL.LANGUAGE_BACKBONE.MASK_SPECIAL,
+        parallel_text=build_parallel_text_encoder(cfg),
     )
