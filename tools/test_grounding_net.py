@@ -125,6 +125,7 @@ def run(argv=None):
     args = cli.parse_args("test_grounding_net", argv)
     cli.init_distributed(args)
     cfg = cli.merge_config(cli.base_config(args), args.config_file, args.opts)
+    cli.check_task_configs(cfg, args.task_config, args.opts)
     cfg.freeze()
     log_dir = eval_log_dir(cfg, args.weight)
     if log_dir:

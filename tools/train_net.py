@@ -47,7 +47,7 @@ def run(argv=None):
     cli.init_distributed(args)
     if args.disable_output_distributed and args.local_rank > 0:
         sys.stdout = open(os.devnull, "w")
-    cfg = cli.merge_config(cli.base_config(args), args.config_file, args.opts)
+    cfg = cli.merge_config(cli.base_config(args), args.config_file, args.opts, training=True)
     if args.override_output_dir:
         cfg.OUTPUT_DIR = args.override_output_dir
     cfg.freeze()
