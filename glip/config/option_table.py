@@ -9,7 +9,8 @@
 
 An entry names one key, or a whole node with a trailing "." for the subtrees of components GLIP does not have
 (e.g. "MODEL.RESNETS."): keys of GLIP's own components are listed one by one, so that a key added to the defaults
-without an entry here fails tests/config/test_audit.py. The most specific entry applies. Entries marked `training_refused` are also refused, at a non-default value, by the training tools.
+without an entry here fails tests/config/test_audit.py. The most specific entry applies. Entries marked
+`training_refused` are also refused, at a non-default value, by the training tools.
 """
 import json
 import os
@@ -124,7 +125,8 @@ OPTIONS: Tuple[Option, ...] = (
          supported=lambda value, cfg: _is_bert(value), supported_text="a BERT model", enforced_by=DETECTOR),
     *refuseds("MODEL.LANGUAGE_BACKBONE.", "WEIGHT UNUSED_TOKEN", NOT_IMPLEMENTED),
     *nones("MODEL.LANGUAGE_BACKBONE.", "RNN_TYPE VARIABLE_LENGTH WORD_EMBEDDING_SIZE WORD_VEC_SIZE HIDDEN_SIZE "
-                                       "BIDIRECTIONAL INPUT_DROPOUT_P DROPOUT_P CORPUS_PATH VOCAB_SIZE", OTHER_LANGUAGE),
+                                       "BIDIRECTIONAL INPUT_DROPOUT_P DROPOUT_P CORPUS_PATH VOCAB_SIZE",
+           OTHER_LANGUAGE),
     none("MODEL.CLIP.", OTHER_LANGUAGE),
     # heads
     none("MODEL.RETINANET.", OTHER_HEADS.format("RetinaNet")),
@@ -141,9 +143,11 @@ OPTIONS: Tuple[Option, ...] = (
                          "FREEZE"),
     *nones("MODEL.RPN.", "FG_IOU_THRESHOLD BG_IOU_THRESHOLD BATCH_SIZE_PER_IMAGE POSITIVE_FRACTION PRE_NMS_TOP_N_TRAIN "
                          "PRE_NMS_TOP_N_TEST POST_NMS_TOP_N_TRAIN POST_NMS_TOP_N_TEST NMS_THRESH MIN_SIZE "
-                         "FPN_POST_NMS_TOP_N_TRAIN FPN_POST_NMS_TOP_N_TEST RPN_HEAD", OTHER_HEADS.format("classic RPN")),
+                         "FPN_POST_NMS_TOP_N_TRAIN FPN_POST_NMS_TOP_N_TEST RPN_HEAD",
+           OTHER_HEADS.format("classic RPN")),
     *refuseds("MODEL.RPN.", "ANCHOR_SHIFT USE_RELATIVE_SIZE RETURN_FUSED_FEATURES", NOT_IMPLEMENTED),
-    refused("MODEL.RPN.FORCE_BOXES", NOT_IMPLEMENTED + " (the reference's detector then uses the gt boxes as proposals)"),
+    refused("MODEL.RPN.FORCE_BOXES", NOT_IMPLEMENTED + " (the reference's detector then uses the gt boxes as "
+                                                       "proposals)"),
     none("MODEL.ROI_HEADS.", ROI),
     none("MODEL.ROI_BOX_HEAD.", ROI),
     none("MODEL.ROI_MASK_HEAD.", ROI),
@@ -166,7 +170,8 @@ OPTIONS: Tuple[Option, ...] = (
                   "MLM_LOSS MLM_LOSS_FOR_ONLY_POSITIVES MLM_LOSS_COEF MLM_OBJ_FOR_ONLY_POSITIVE "
                   "USE_SHALLOW_CONTRASTIVE_LOSS SHALLOW_MAX_POSITIVE_ANCHORS USE_SHALLOW_ZERO_PADS "
                   "SHALLOW_CONTRASTIVE_HIDDEN_DIM SHALLOW_CONTRASTIVE_LOSS_WEIGHT", _OPTS_MODEL),
-    impl(_FUSE + "TYPE", supported=lambda value, cfg: value == "MHA-B" or not cfg.MODEL.DYHEAD.FUSE_CONFIG.EARLY_FUSE_ON,
+    impl(_FUSE + "TYPE",
+         supported=lambda value, cfg: value == "MHA-B" or not cfg.MODEL.DYHEAD.FUSE_CONFIG.EARLY_FUSE_ON,
          supported_text="'MHA-B' (with EARLY_FUSE_ON)", enforced_by=DETECTOR),
     impl(_FUSE + "SEPARATE_BIDIRECTIONAL",
          supported=lambda value, cfg: not value or not cfg.MODEL.DYHEAD.FUSE_CONFIG.EARLY_FUSE_ON,
@@ -184,7 +189,8 @@ OPTIONS: Tuple[Option, ...] = (
     refused("AUGMENT.USE_RA", NOT_IMPLEMENTED),
     # ------------------------------------------------------------------------------------------------ DATASETS
     *impls("DATASETS.", "TRAIN TEST USE_CROWD CLASS_AGNOSTIC MAX_BOX SAMPLE_RATIO FEW_SHOT SHUFFLE_SEED REGISTER "
-                        "COCO_COPY LVIS_COPY FLICKR_COPY MIXED_COPY OBJECT365_COPY VG_COPY OI_COPY IN_COPY GENERAL_COPY "
+                        "COCO_COPY LVIS_COPY FLICKR_COPY MIXED_COPY OBJECT365_COPY VG_COPY OI_COPY IN_COPY "
+                        "GENERAL_COPY "
                         "GENERAL_COPY_TEST RANDOM_SAMPLE_NEG ADD_DET_PROMPT CONTROL_PROB DISABLE_SHUFFLE ONE_HOT "
                         "NO_MINUS_ONE_FOR_ONE_HOT DISABLE_CLIP_TO_IMAGE SEPARATION_TOKENS LVIS_USE_NORMAL_AP "
                         "SPECIAL_SAFEGUARD_FOR_COCO_GROUNDING TRAIN_DATASETNAME_SUFFIX TEST_DATASETNAME_SUFFIX "
@@ -215,7 +221,8 @@ OPTIONS: Tuple[Option, ...] = (
                       "WEIGHT_DECAY_BIAS WEIGHT_DECAY_NORM_FACTOR USE_COSINE MIN_LR GAMMA STEPS USE_AUTOSTEP "
                       "STEP_PATIENCE WARMUP_FACTOR WARMUP_ITERS CHECKPOINT_PERIOD CHECKPOINT_PER_EPOCH "
                       "AUTO_TERMINATE_PATIENCE IMS_PER_BATCH MAX_NEG_PER_BATCH SEED FIND_UNUSED_PARAMETERS "
-                      "TUNING_HIGHLEVEL_OVERRIDE USE_EMA_FOR_MONITOR WEIGHT_DECAY_SCHEDULE WEIGHT_DECAY_SCHEDULE_RATIO"),
+                      "TUNING_HIGHLEVEL_OVERRIDE USE_EMA_FOR_MONITOR WEIGHT_DECAY_SCHEDULE "
+                      "WEIGHT_DECAY_SCHEDULE_RATIO"),
     *impls("SOLVER.", "SKIP_NONFINITE AMP_DTYPE", "project key (not in the reference)"),
     impl("SOLVER.OPTIMIZER", supported=_one_of("SGD", "ADAMW"), supported_text="'SGD' or 'ADAMW'",
          enforced_by="glip.solver.build.make_optimizer"),

@@ -28,7 +28,8 @@ def test_load_yaml_and_json(knowledge, tmp_path):
 
 def test_wiki_and_gpt3_joins_the_definition_and_the_first_sentences(knowledge):
     text = knowledge_text("cat", knowledge, wiki_and_gpt3=True, gpt3_num=2)
-    assert text == "cat: A small domesticated carnivorous mammal. A small furry animal with whiskers.  A pet that purrs."
+    assert text == ("cat: A small domesticated carnivorous mammal. A small furry animal with whiskers.  "
+                    "A pet that purrs.")
     # def_wiki null: the reference's concatenation fails and the plain name is used
     assert knowledge_text("traffic_light", knowledge, wiki_and_gpt3=True) is None
 

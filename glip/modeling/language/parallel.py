@@ -54,7 +54,8 @@ class ParallelTextEncoder:
         batch = len(captions)
         masks = torch.ones((batch, len(texts) + 1), dtype=language["masks"].dtype, device=device)
         masks[:, -1] = 0
-        return {"hidden": hidden.unsqueeze(0).repeat(batch, 1, 1), "embedded": embedded.unsqueeze(0).repeat(batch, 1, 1),
+        return {"hidden": hidden.unsqueeze(0).repeat(batch, 1, 1),
+                "embedded": embedded.unsqueeze(0).repeat(batch, 1, 1),
                 "masks": masks, "aggregate": None, "mlm_labels": None}
 
 
