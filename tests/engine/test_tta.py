@@ -191,3 +191,21 @@ def test_one_view_without_flip_equals_plain_evaluation(tiny_setup, tmp_path):
         for rp, ra in zip(rows_p, rows_a):
             assert rp[0] == ra[0] and rp[1] == pytest.approx(ra[1], abs=1e-6)
             assert rp[2] == pytest.approx(ra[2], abs=1e-3)
+
+
+@pytest.mark.slow
+def test_finetune_evaluation_runs_the_augmentation(tiny_setup, tmp_path):
+    """`glip.engine.finetune.evaluate_splits` (finetune's evaluation) with TEST.USE_MULTISCALE gives the merged
+    detections of the evaluation loop (original pixels)."""
+    from glip.engine.finetune import evaluate_splits
+
+    model, _ = tiny_setup
+    cfg = tiny_cfg(TEST__USE_MULTISCALE=True, TEST__SCALES=(64,), TEST__MAX_SIZE=128, TEST__NUM_CLASSES=4,
+                   TEST__IMS_PER_BATCH=2, TEST__SUBSET=1, DATALOADER__ASPECT_RATIO_GROUPING=False)
+    cfg.OUTPUT_DIR = str(tmp_path / "ft")
+    (result,) = evaluate_splits(cfg, model, ["test"])
+    assert result.protocol == "coco"
+    augmented = _load(tmp_path / "ft/inference/test/predictions.pth")
+    _run(model, cfg, str(tmp_path / "loop"))
+    for a, b in zip(augmented, _load(tmp_path / "loop/predictions.pth")):
+        assert a.size == b.size and torch.equal(a.bbox, b.bbox)
