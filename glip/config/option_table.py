@@ -167,7 +167,7 @@ OPTIONS: Tuple[Option, ...] = (
                   "CLAMP_BERTATTN_MIN_FOR_UNDERFLOW CLAMP_BERTATTN_MAX_FOR_OVERFLOW CLAMP_DOT_PRODUCT NO_MASK_FOR_OD "
                   "NO_MASK_FOR_GOLD ADD_LINEAR_LAYER"),
     *impls(_FUSE, "USE_CONTRASTIVE_ALIGN_LOSS CONTRASTIVE_HIDDEN_DIM CONTRASTIVE_ALIGN_LOSS_WEIGHT JOINT_EMB_DROPOUT "
-                  "MLM_LOSS MLM_LOSS_FOR_ONLY_POSITIVES MLM_LOSS_COEF MLM_OBJ_FOR_ONLY_POSITIVE "
+                  "MLM_LOSS MLM_LOSS_FOR_ONLY_POSITIVES MLM_LOSS_COEF "
                   "USE_SHALLOW_CONTRASTIVE_LOSS SHALLOW_MAX_POSITIVE_ANCHORS USE_SHALLOW_ZERO_PADS "
                   "SHALLOW_CONTRASTIVE_HIDDEN_DIM SHALLOW_CONTRASTIVE_LOSS_WEIGHT", _OPTS_MODEL),
     impl(_FUSE + "TYPE",
@@ -176,6 +176,8 @@ OPTIONS: Tuple[Option, ...] = (
     impl(_FUSE + "SEPARATE_BIDIRECTIONAL",
          supported=lambda value, cfg: not value or not cfg.MODEL.DYHEAD.FUSE_CONFIG.EARLY_FUSE_ON,
          supported_text="False (with EARLY_FUSE_ON)", enforced_by=DETECTOR),
+    none(_FUSE + "MLM_OBJ_FOR_ONLY_POSITIVE", "shapes the greenlight map of the reference's caption datasets "
+                                              "(CaptionTSV, PseudoData) only; no dataset of this catalog takes it"),
     none(_FUSE + "USE_LAYER_SCALE", "read only by the reference's MHA-S fusion; GLIP fuses with MHA-B or not at all"),
     *refuseds(_FUSE, "JOINT_OUT_SIZE JOINT_MLP_LAYERS DO_LANG_PROJ_OUTSIDE_CHECKPOINT", NOT_IMPLEMENTED),
     refused(_FUSE + "USE_BACKBONE_SHALLOW_CONTRASTIVE_LOSS",
