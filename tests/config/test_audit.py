@@ -5,9 +5,10 @@
   none of its values is refused.
 * Setting a refused key (or an unsupported value of an implemented one) stops `check_config`, and the tools before
   any work, with an error naming the key and the value.
-* The table agrees with the builders' own checks: where a builder refuses a value, the table refuses it too.
+* The table agrees with the builders' own checks: every value a builder refuses for a single key is refused by the
+  table too (`enforced_by`; combinations of several keys that the reference cannot run, e.g. the head's optional
+  losses, are refused by the builders, naming the keys).
 """
-import ast
 import re
 import shlex
 from pathlib import Path
@@ -253,27 +254,3 @@ ENFORCED = [o for o in OPTIONS if o.enforced_by]
 def test_the_builder_refuses_what_the_table_refuses(option):
     with pytest.raises((NotImplementedError, ValueError, KeyError)):
         _run_enforcer(option.enforced_by, option.key, UNSUPPORTED[option.key])
-
-
-def _not_implemented_keys():
-    """Config keys named in the messages of `raise NotImplementedError(...)` under glip/."""
-    token = re.compile(r"\b[A-Z][A-Z0-9_]*(?:\.[A-Z][A-Z0-9_]*)+\b")
-    found = set()
-    for path in sorted((ROOT / "glip").rglob("*.py")):
-        source = path.read_text()
-        for node in ast.walk(ast.parse(source)):
-            if isinstance(node, ast.Raise) and node.exc is not None and "NotImplementedError" in ast.unparse(node.exc):
-                for name in token.findall(ast.get_source_segment(source, node)):
-                    found |= {key for key in DEFAULT_KEYS if key == name or key.endswith("." + name)}
-    return found
-
-
-def test_every_not_implemented_refusal_of_the_code_is_in_the_table():
-    keys = _not_implemented_keys()
-    assert "MODEL.SWINT.VERSION" in keys and "MODEL.DYHEAD.CONV_FUNC" in keys
-    for key in keys:
-        option = option_for(key)
-        # entries of the model half of issue 15 are implemented on its branch; their refusal here is the old code's
-        if "model half of issue 15" in option.note and option.status == IMPLEMENTED:
-            continue
-        assert option.status == REFUSED or option.supported is not None, key
