@@ -11,6 +11,8 @@ reference never computed.
   text (USE_FUSED_FEATURES_DOT_PRODUCT) is the language model's hidden size, the resized text (contrastive align)
   FUSE_CONFIG.JOINT_EMB_SIZE, the backbone's `embedded` text (dot product) the hidden size; the contrastive text
   projection reads MODEL.DYHEAD.CHANNELS, the MLM head the hidden size.
+* USE_TOKEN_LOSS needs PAD_MAX: its classifier has MAX_QUERY_LEN outputs per anchor, and the reference's token
+  loss masks them with the text mask, which is only that wide when captions are padded to MAX_QUERY_LEN.
 * USE_SHALLOW_CONTRASTIVE_LOSS needs the dot-product head (its text) and 256-token text (MAX_QUERY_LEN 256,
   PAD_MAX): the reference's loss has no text otherwise and hard-codes 256 tokens per caption.
 * USE_BACKBONE_SHALLOW_CONTRASTIVE_LOSS is refused: it reads the C4 features that only the reference's VL Swin
@@ -91,5 +93,8 @@ def check_head_options(cfg, hidden_size: int) -> None:
     if fuse.USE_CONTRASTIVE_ALIGN_LOSS and fuse.ADD_LINEAR_LAYER:
         _refuse(_FUSE + "ADD_LINEAR_LAYER with USE_CONTRASTIVE_ALIGN_LOSS is not implemented (the reference adds the "
                 "LANG_DIM-wide prompt offset to the resized text)")
+    if fuse.USE_TOKEN_LOSS and not cfg.MODEL.LANGUAGE_BACKBONE.PAD_MAX:
+        _refuse(_FUSE + "USE_TOKEN_LOSS True needs MODEL.LANGUAGE_BACKBONE.PAD_MAX True: the token classifier has "
+                "MAX_QUERY_LEN outputs and the reference's token loss fails on shorter text masks")
     _check_text_width(cfg, hidden_size)
     _check_shallow(cfg)
