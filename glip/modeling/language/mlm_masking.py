@@ -56,10 +56,11 @@ class TokenMasker:
     Args:
         tokenizer: a HuggingFace tokenizer with a mask token (BERT's [MASK]).
         only_positives: use the greenlight map (MLM_LOSS_FOR_ONLY_POSITIVES); False ignores it.
-        rng: source of the draws (default: Python's `random` module, as the reference).
+        rng: source of the draws (None: Python's `random` module, as the reference; kept as None so the model can
+            be deep-copied, e.g. for EMA).
     """
 
-    def __init__(self, tokenizer, only_positives: bool = True, rng=random):
+    def __init__(self, tokenizer, only_positives: bool = True, rng=None):
         if tokenizer.mask_token_id is None:
             raise ValueError("MODEL.DYHEAD.FUSE_CONFIG.MLM_LOSS needs a tokenizer with a mask token")
         self.mask_token_id = tokenizer.mask_token_id
@@ -70,4 +71,5 @@ class TokenMasker:
 
     def __call__(self, input_ids: torch.Tensor, greenlight_map: Optional[torch.Tensor] = None):
         green = greenlight_map if self.only_positives else None
-        return mask_tokens(input_ids, self.mask_token_id, self.vocab_ids, self.pad_token_id, green, self.rng)
+        rng = random if self.rng is None else self.rng
+        return mask_tokens(input_ids, self.mask_token_id, self.vocab_ids, self.pad_token_id, green, rng)
