@@ -244,8 +244,9 @@ def build_transforms(cfg, is_train: bool = True) -> Compose:
 
     Train: sizes ``AUGMENT.MULT_MIN_SIZE_TRAIN`` (if non-empty) else ``INPUT.MIN_SIZE_TRAIN``, ``INPUT.MAX_SIZE_TRAIN``,
     flip ``AUGMENT.FLIP_PROB_TRAIN`` (captions edited only with the project key ``AUGMENT.FLIP_SWAP_LEFT_RIGHT``,
-    checked with ``MODEL.LANGUAGE_BACKBONE.TOKENIZER_TYPE``'s tokenizer). Test: ``INPUT.MIN_SIZE_TEST``/``MAX_SIZE_TEST`` and no flip. Normalisation
-    format ``INPUT.FORMAT`` if set, else "bgr255" when ``INPUT.TO_BGR255``.
+    checked with ``MODEL.LANGUAGE_BACKBONE.TOKENIZER_TYPE``'s tokenizer). Test: ``INPUT.MIN_SIZE_TEST``/
+    ``MAX_SIZE_TEST`` and no flip. Normalisation format ``INPUT.FORMAT`` if set, else "bgr255" when
+    ``INPUT.TO_BGR255``.
     """
     if is_train:
         mult = tuple(cfg.AUGMENT.MULT_MIN_SIZE_TRAIN)
