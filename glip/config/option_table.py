@@ -75,12 +75,11 @@ OTHER_LANGUAGE = "read only by the reference's RNN / CLIP language backbones (MO
                  "only BERT is implemented)"
 NEVER_READ = "declared in the reference's defaults, never read by its code"
 NOT_IMPLEMENTED = "not implemented"
-CAPTION_DATA = "read only by the reference's caption TSV datasets (CaptionTSV, pseudo-labelled caption data); " \
-               "no dataset of this catalog takes it (GLIP-L's official config sets it but trains on " \
+CAPTION_DATA = "read by the caption TSV datasets (CaptionTSV, PseudoData: glip.data.datasets.caption), as in " \
+               "the reference; no other dataset takes it (GLIP-L's official config sets it but trains on " \
                "mixed_train_no_coco, where the reference ignores it too)"
 TRANSFORM_UNUSED = "read by the reference's build_transforms but never applied"
 _FUSE = "MODEL.DYHEAD.FUSE_CONFIG."
-_OPTS_MODEL = "(model half of issue 15)"
 
 OPTIONS: Tuple[Option, ...] = (
     # ------------------------------------------------------------------------------------------------ MODEL
@@ -163,7 +162,7 @@ OPTIONS: Tuple[Option, ...] = (
          supported_text="'MEAN', 'MAX', 'POWER' or 'ONEHOT'"),
     none("MODEL.DYHEAD.TOPK", NEVER_READ + " (the VLDyHead's assigner reads MODEL.ATSS.TOPK)"),
     *refuseds("MODEL.DYHEAD.", "GROUPS COSINE_SCALE", NOT_IMPLEMENTED),
-    impl("MODEL.DYHEAD.SHALLOW_LOG_SCALE", "temperature of the shallow contrastive loss " + _OPTS_MODEL),
+    impl("MODEL.DYHEAD.SHALLOW_LOG_SCALE", "temperature of the shallow contrastive loss"),
     *impls(_FUSE, "EARLY_FUSE_ON JOINT_EMB_SIZE ATTN_EMBED_DIM USE_CLASSIFICATION_LOSS USE_TOKEN_LOSS "
                   "TOKEN_LOSS_WEIGHT TOKEN_GAMMA TOKEN_ALPHA USE_DOT_PRODUCT_TOKEN_LOSS DOT_PRODUCT_TOKEN_LOSS_WEIGHT "
                   "STABLE_SOFTMAX_2D USE_FUSED_FEATURES_DOT_PRODUCT CLAMP_MIN_FOR_UNDERFLOW CLAMP_MAX_FOR_OVERFLOW "
@@ -172,23 +171,28 @@ OPTIONS: Tuple[Option, ...] = (
     *impls(_FUSE, "USE_CONTRASTIVE_ALIGN_LOSS CONTRASTIVE_HIDDEN_DIM CONTRASTIVE_ALIGN_LOSS_WEIGHT JOINT_EMB_DROPOUT "
                   "MLM_LOSS MLM_LOSS_FOR_ONLY_POSITIVES MLM_LOSS_COEF "
                   "USE_SHALLOW_CONTRASTIVE_LOSS SHALLOW_MAX_POSITIVE_ANCHORS USE_SHALLOW_ZERO_PADS "
-                  "SHALLOW_CONTRASTIVE_HIDDEN_DIM SHALLOW_CONTRASTIVE_LOSS_WEIGHT", _OPTS_MODEL),
+                  "SHALLOW_CONTRASTIVE_HIDDEN_DIM SHALLOW_CONTRASTIVE_LOSS_WEIGHT",
+           "combinations the reference cannot run are refused by glip.modeling.head.head_options"),
     impl(_FUSE + "TYPE",
          supported=lambda value, cfg: value == "MHA-B" or not cfg.MODEL.DYHEAD.FUSE_CONFIG.EARLY_FUSE_ON,
          supported_text="'MHA-B' (with EARLY_FUSE_ON)", enforced_by=DETECTOR),
     impl(_FUSE + "SEPARATE_BIDIRECTIONAL",
          supported=lambda value, cfg: not value or not cfg.MODEL.DYHEAD.FUSE_CONFIG.EARLY_FUSE_ON,
          supported_text="False (with EARLY_FUSE_ON)", enforced_by=DETECTOR),
-    none(_FUSE + "MLM_OBJ_FOR_ONLY_POSITIVE", "shapes the greenlight map of the reference's caption datasets "
-                                              "(CaptionTSV, PseudoData) only; no dataset of this catalog takes it"),
+    impl(_FUSE + "MLM_OBJ_FOR_ONLY_POSITIVE", "shapes the greenlight map (which tokens the MLM loss may mask) of "
+                                              "the caption datasets only: " + CAPTION_DATA),
     none(_FUSE + "USE_LAYER_SCALE", "read only by the reference's MHA-S fusion; GLIP fuses with MHA-B or not at all"),
     *refuseds(_FUSE, "JOINT_OUT_SIZE JOINT_MLP_LAYERS DO_LANG_PROJ_OUTSIDE_CHECKPOINT", NOT_IMPLEMENTED),
     refused(_FUSE + "USE_BACKBONE_SHALLOW_CONTRASTIVE_LOSS",
-            "needs the C4 features of the reference's VL Swin backbone, absent here " + _OPTS_MODEL),
+            "needs the C4 features of the reference's VL Swin backbone (MODEL.SWINT.VERSION 'vl'), absent here; "
+            "with any other backbone the reference's own head fails"),
     # ------------------------------------------------------------------------------------------------ INPUT / AUGMENT
     *impls("INPUT.", "MIN_SIZE_TRAIN MAX_SIZE_TRAIN MIN_SIZE_TEST MAX_SIZE_TEST PIXEL_MEAN PIXEL_STD FORMAT FIX_RES"),
     impl("INPUT.TO_BGR255", "False with INPUT.FORMAT '' normalises RGB here (the reference fails)"),
-    *impls("AUGMENT.", "FLIP_PROB_TRAIN MULT_MIN_SIZE_TRAIN"),
+    impl("AUGMENT.FLIP_PROB_TRAIN", "mirrors image and boxes; the caption is left unchanged, as the reference"),
+    impl("AUGMENT.MULT_MIN_SIZE_TRAIN"),
+    impl("AUGMENT.FLIP_SWAP_LEFT_RIGHT", "project key (not in the reference; default False): on a flip, the whole "
+                                         "words 'left'/'right' are exchanged, token targets kept on their phrases"),
     *nones("AUGMENT.", "VERTICAL_FLIP_PROB_TRAIN BRIGHTNESS CONTRAST SATURATION HUE CROP_PROB CROP_MIN_IOUS "
                        "CROP_MIN_SIZE", TRANSFORM_UNUSED),
     refused("AUGMENT.USE_RA", NOT_IMPLEMENTED),
@@ -207,7 +211,7 @@ OPTIONS: Tuple[Option, ...] = (
     refused("DATASETS.CLASS_CONCAT", NOT_IMPLEMENTED + " (category ids renumbered across the training datasets)"),
     refused("DATASETS.ALTERNATIVE_TRAINING", NOT_IMPLEMENTED + " (the reference's alternating trainer)"),
     refused("DATASETS.MULTISTAGE_TRAINING", NOT_IMPLEMENTED + " (the reference's stage trainer)"),
-    *nones("DATASETS.", "CAPTION_MIN_BOX REPLACE_CLEAN_LABEL FURTHER_SCREEN CAPTION_CONF CAPTION_NMS "
+    *impls("DATASETS.", "CAPTION_MIN_BOX REPLACE_CLEAN_LABEL FURTHER_SCREEN CAPTION_CONF CAPTION_NMS "
                         "PACK_RANDOM_CAPTION_NUMBER INFERENCE_CAPTION SAMPLE_NEGATIVE_FOR_GROUNDING_DATA "
                         "RANDOM_PACK_PROB NO_RANDOM_PACK_PROBABILITY SAFEGUARD_POSITIVE_CAPTION CAPTION_FORMAT_VERSION",
            CAPTION_DATA),
