@@ -10,13 +10,14 @@ import logging
 from typing import Any, Iterator, List, Optional, Tuple
 
 from glip.config.option_table import IMPLEMENTED, NO_EFFECT, OPTIONS, REFUSED, Option
+from glip.utils.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
 _BY_KEY = {option.key: option for option in OPTIONS}
 
 
-class RefusedOptionError(ValueError):
+class RefusedOptionError(ConfigError, ValueError):
     """A config sets options that are not implemented; `refusals` lists `(key, value, reason)`."""
 
     def __init__(self, refusals: List[Tuple[str, Any, str]]):

@@ -204,3 +204,6 @@ def build_detection_model(cfg) -> GeneralizedVLRCNN:
         parallel_text=build_parallel_text_encoder(cfg),
         token_masker=TokenMasker(tokenizer, only_positives=fuse.MLM_LOSS_FOR_ONLY_POSITIVES) if fuse.MLM_LOSS else None,
     )
+
+
+__all__ = ["GeneralizedVLRCNN", "build_detection_model"]

@@ -95,8 +95,10 @@ def test_views_are_unmirrored_resized_to_the_original_and_merged():
 def test_bbox_aug_collator_keeps_the_images_untransformed():
     images = [_image(20, 10), _image(30, 10)]
     batch = BBoxAugCollator()([(images[0], "t0", 0), (images[1], "t1", 1)])
-    assert isinstance(batch[0], UntransformedImages) and list(batch[0]) == images
-    assert batch[0].to("cpu") is batch[0] and batch[1:] == (("t0", "t1"), (0, 1), None, None)
+    assert isinstance(batch.images, UntransformedImages) and list(batch.images) == images
+    assert batch.images.to("cpu") is batch.images
+    assert (batch.targets, batch.indices) == (("t0", "t1"), (0, 1))
+    assert batch.positive_map is batch.positive_map_eval is batch.greenlight_map is None
 
 
 # --- tiny GLIP end to end -----------------------------------------------------------------------------------------
