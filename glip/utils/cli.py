@@ -14,8 +14,9 @@ reference tools, so the official command lines work unchanged:
   ``--shuffle_seeds`` settings, the opts once more, then ``OUTPUT_DIR/ft_task_<i>[_seed_<s>]``
   and the ``SOLVER.TUNING_HIGHLEVEL_OVERRIDE`` expansion (:func:`apply_tuning_highlevel_override`).
 
-Every merged config goes through the option audit (``glip.config.audit.check_config``) before any work: an option
-that is not implemented stops the tool with a ``RefusedOptionError`` naming the key and the value.
+Every merged config goes through the option audit (:func:`audit`: ``glip.config.audit.check_config`` and the head's
+option combinations) before any work: an option that is not implemented stops the tool with a ``ConfigError``
+(``RefusedOptionError``, ``UnsupportedCombinationError``) naming the key and the value.
 Every merge ends by settling ``MODEL.DEVICE`` (``glip.utils.device.select_device``: ``cuda`` on a machine without
 CUDA becomes ``cpu`` with one warning). Config errors are ``glip.utils.errors.ConfigError`` (one line naming the
 key and the file or options); the tools print them through ``glip.utils.errors.run_tool``.
@@ -33,6 +34,7 @@ from typing import Iterator, List, Optional, Sequence
 from glip.config import cfg as default_cfg
 from glip.config.audit import check_config
 from glip.modeling.freezing import TUNING_MODES
+from glip.modeling.head.head_options import check_head_options
 from glip.utils.device import select_device
 from glip.utils.errors import DEBUG_FLAG, ConfigFileNotFoundError, WeightFileNotFoundError
 from glip.utils.logger import setup_logger
@@ -171,8 +173,15 @@ def merge_config(cfg, config_file: Optional[str] = None, opts: Sequence[str] = (
     if task_config:
         cfg.merge_from_file(task_config)
         cfg.merge_from_list(list(opts))
-    check_config(cfg, training=training)
+    audit(cfg, training)
     return settle_device(cfg)
+
+
+def audit(cfg, training: bool = False) -> None:
+    """The option audit (``glip.config.audit.check_config``), then the head's option combinations that need no
+    model (``glip.modeling.head.head_options``): a refused option raises a ``ConfigError`` naming it."""
+    check_config(cfg, training=training)
+    check_head_options(cfg)
 
 
 def names_weight(opts: Sequence[str]) -> bool:
@@ -218,7 +227,7 @@ def task_config_variants(cfg, task_config: Optional[str], opts: Sequence[str]) -
         variant.defrost()
         variant.merge_from_file(path)
         variant.merge_from_list(list(opts))
-        check_config(variant)
+        audit(variant)
         yield settle_device(variant)
 
 
@@ -255,7 +264,7 @@ def finetune_runs(cfg, args: argparse.Namespace) -> Iterator[FinetuneRun]:
     ``last_checkpoint`` file next to it.
     """
     for _ in _finetune_runs(cfg, args, resolve_weight=False):
-        pass  # every run's config is audited (check_config) before the first one starts
+        pass  # every run's config is audited (audit) before the first one starts
     yield from _finetune_runs(cfg, args)
 
 
@@ -285,7 +294,7 @@ def _finetune_runs(cfg, args: argparse.Namespace, resolve_weight: bool = True) -
                 run_cfg.MODEL.WEIGHT = run_cfg.MODEL.WEIGHT.replace("model_last_checkpoint.pth", last)
             run_cfg.OUTPUT_DIR = output_dir
             apply_tuning_highlevel_override(run_cfg)
-            check_config(run_cfg, training=not getattr(args, "skip_train", False))
+            audit(run_cfg, training=not getattr(args, "skip_train", False))
             settle_device(run_cfg)
             run_cfg.freeze()
             yield FinetuneRun(task_id, task_file, seed, custom_shot, run_cfg)

@@ -23,7 +23,14 @@ reference never computed.
 """
 from typing import Optional
 
+from glip.utils.errors import ConfigError
+
 _FUSE = "MODEL.DYHEAD.FUSE_CONFIG."
+
+
+class UnsupportedCombinationError(ConfigError, NotImplementedError):
+    """A combination of the head's options that the reference cannot run (one line naming the keys; the tools
+    print it and exit with status 2)."""
 
 
 def text_embedding_width(cfg, hidden_size: int) -> Optional[int]:
@@ -39,7 +46,7 @@ def text_embedding_width(cfg, hidden_size: int) -> Optional[int]:
 
 
 def _refuse(message: str):
-    raise NotImplementedError(message)
+    raise UnsupportedCombinationError(message)
 
 
 def _check_text_width(cfg, hidden_size: int) -> None:
@@ -79,9 +86,10 @@ def _check_shallow(cfg) -> None:
                     lang.MAX_QUERY_LEN, lang.PAD_MAX))
 
 
-def check_head_options(cfg, hidden_size: int) -> None:
-    """Raise NotImplementedError naming the keys of a combination the reference cannot run (module docstring);
-    `hidden_size`: the language model's hidden size."""
+def check_head_options(cfg, hidden_size: Optional[int] = None) -> None:
+    """Raise `UnsupportedCombinationError` (a NotImplementedError) naming the keys of a combination the reference
+    cannot run (module docstring). `hidden_size`: the language model's hidden size; None (the tools' check when the
+    config is merged, before the language model is known) skips the text-width checks, which the builder makes."""
     fuse = cfg.MODEL.DYHEAD.FUSE_CONFIG
     if fuse.USE_CONTRASTIVE_ALIGN_LOSS and fuse.USE_DOT_PRODUCT_TOKEN_LOSS:
         _refuse(_FUSE + "USE_CONTRASTIVE_ALIGN_LOSS and USE_DOT_PRODUCT_TOKEN_LOSS cannot both be True: the reference "
@@ -96,5 +104,6 @@ def check_head_options(cfg, hidden_size: int) -> None:
     if fuse.USE_TOKEN_LOSS and not cfg.MODEL.LANGUAGE_BACKBONE.PAD_MAX:
         _refuse(_FUSE + "USE_TOKEN_LOSS True needs MODEL.LANGUAGE_BACKBONE.PAD_MAX True: the token classifier has "
                 "MAX_QUERY_LEN outputs and the reference's token loss fails on shorter text masks")
-    _check_text_width(cfg, hidden_size)
+    if hidden_size is not None:
+        _check_text_width(cfg, hidden_size)
     _check_shallow(cfg)

@@ -124,3 +124,14 @@ def test_build_refuses_before_building():
 
     with pytest.raises(NotImplementedError, match="USE_BACKBONE_SHALLOW_CONTRASTIVE_LOSS"):
         build_detection_model(_cfg(FUSE + "USE_BACKBONE_SHALLOW_CONTRASTIVE_LOSS", True))
+
+
+def test_the_tools_check_without_the_language_model_skips_only_the_width_checks():
+    """The tools' audit (glip.utils.cli.audit) runs before the language model is known: hidden_size None."""
+    from glip.utils.errors import ConfigError
+
+    check_head_options(_cfg(*CONTRASTIVE_ONLY[:-1] + [True]))          # a width problem: the builder's to find
+    with pytest.raises(ConfigError, match="USE_CONTRASTIVE_ALIGN_LOSS and USE_DOT_PRODUCT_TOKEN_LOSS"):
+        check_head_options(_cfg(FUSE + "USE_CONTRASTIVE_ALIGN_LOSS", True))
+    with pytest.raises(ConfigError, match="USE_BACKBONE_SHALLOW_CONTRASTIVE_LOSS"):
+        check_head_options(_cfg(FUSE + "USE_BACKBONE_SHALLOW_CONTRASTIVE_LOSS", True))
