@@ -254,3 +254,18 @@ ENFORCED = [o for o in OPTIONS if o.enforced_by]
 def test_the_builder_refuses_what_the_table_refuses(option):
     with pytest.raises((NotImplementedError, ValueError, KeyError)):
         _run_enforcer(option.enforced_by, option.key, UNSUPPORTED[option.key])
+
+
+# --- the README lists what is refused -----------------------------------------------------------------------------
+
+def test_readme_differences_name_every_refused_key_and_the_counts():
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Differences from the reference"):]
+    section = section[: section.index("\n## ", 3)]
+    named = set(re.findall(r"`([A-Z0-9_.]+)`", section))
+    missing = [key for key in REFUSED_KEYS + sorted(UNSUPPORTED)
+               if key not in named and key.split(".")[-1] not in named]
+    assert missing == []
+    found = counts()
+    assert "*implemented* ({} keys)".format(found[IMPLEMENTED]) in section
+    assert "({}: keys of heads".format(found[NO_EFFECT]) in section and "*refused* ({})".format(found[REFUSED]) in section

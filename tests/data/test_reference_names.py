@@ -50,7 +50,7 @@ def test_training_sample_carries_caption_and_positive_map(tmp_path, monkeypatch,
 
 def test_trainer_logs_the_reference_loss_names(tmp_path, monkeypatch, caplog):
     from glip.engine.checkpointer import Checkpointer
-    from glip.engine.trainer import do_train
+    from glip.engine.trainer import do_train, train_options
     from glip.modeling.detector import build_detection_model
     from glip.solver.build import make_lr_scheduler, make_optimizer
 
@@ -64,8 +64,8 @@ def test_trainer_logs_the_reference_loss_names(tmp_path, monkeypatch, caplog):
     checkpointer = Checkpointer(model, optimizer, scheduler, str(tmp_path / "out"), save_to_disk=False)
     loader = make_data_loader(cfg, is_train=True, is_distributed=False)
     with caplog.at_level(logging.INFO, logger="glip.trainer"):
-        do_train(model, loader, optimizer, scheduler, checkpointer, torch.device("cpu"), 10, {"iteration": 0},
-                 cfg=cfg)
+        do_train(model, loader, optimizer, scheduler, checkpointer, torch.device("cpu"), {"iteration": 0},
+                 train_options(cfg, cfg.SOLVER.MAX_ITER))
     lines = [r.message for r in caplog.records if "iter: 1" in r.message]
     assert lines
     for name in ("loss_reg", "loss_centerness", "loss_cls", "loss_token", "loss_dot_product_token", "mlm_loss",
