@@ -22,6 +22,7 @@ from glip.config import CfgNode
 from glip.config import cfg as DEFAULTS
 from glip.config.audit import RefusedOptionError, check_config, counts, leaf_keys, option_for, refusals
 from glip.config.option_table import IMPLEMENTED, NO_EFFECT, OPTIONS, REFUSED
+from glip.modeling.head.head_options import check_head_options
 from glip.utils import cli
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,6 +31,7 @@ OFFICIAL_FILES = sorted(OFFICIAL.rglob("*.yaml"))
 GLIP_T = str(ROOT / "configs/pretrain/glip_Swin_T_O365_GoldG.yaml")
 README_COMMANDS = yaml.safe_load((FIXTURES / "reference_readme_commands.yaml").read_text())
 DEFAULT_KEYS = [key for key, _ in leaf_keys(DEFAULTS)]
+BERT_BASE_HIDDEN = 768
 KEY_TOKEN = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z][A-Z0-9_]*)+$")
 
 
@@ -93,6 +95,7 @@ def test_official_yaml_passes_the_audit(path):
         c.merge_from_file(_model_config_for(path))
     c.merge_from_file(str(path))
     assert refusals(c, training=True) == []
+    check_head_options(c, BERT_BASE_HIDDEN)  # and the head's option combinations run (bert-base-uncased)
 
 
 def readme_opts(command):
@@ -268,4 +271,5 @@ def test_readme_differences_name_every_refused_key_and_the_counts():
     assert missing == []
     found = counts()
     assert "*implemented* ({} keys)".format(found[IMPLEMENTED]) in section
-    assert "({}: keys of heads".format(found[NO_EFFECT]) in section and "*refused* ({})".format(found[REFUSED]) in section
+    assert "({}: keys of heads".format(found[NO_EFFECT]) in section
+    assert "*refused* ({})".format(found[REFUSED]) in section
