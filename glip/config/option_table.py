@@ -7,8 +7,9 @@
   build); any value is accepted.
 * REFUSED: not implemented; only the default value is accepted.
 
-Combinations of several keys that the reference cannot run (e.g. two of the head's optional losses) are refused by
-the builders themselves, naming the keys, when the model is built.
+Combinations of several keys that the reference cannot run (e.g. two of the head's optional losses) are refused,
+naming the keys, by `glip.modeling.head.head_options` (called by the tools' audit in `glip.utils.cli` and by the
+head's builder).
 
 An entry names one key, or a whole node with a trailing "." for the subtrees of components GLIP does not have
 (e.g. "MODEL.RESNETS."): keys of GLIP's own components are listed one by one, so that a key added to the defaults
