@@ -81,6 +81,8 @@ CAPTION_DATA = "read by the caption TSV datasets (CaptionTSV, PseudoData: glip.d
                "mixed_train_no_coco, where the reference ignores it too)"
 TRANSFORM_UNUSED = "read by the reference's build_transforms but never applied"
 _FUSE = "MODEL.DYHEAD.FUSE_CONFIG."
+_DEFAULT_CATALOG = os.path.join(os.path.dirname(__file__), "paths_catalog.py")
+_REFERENCE_CATALOG = "maskrcnn_benchmark/config/paths_catalog.py"
 
 OPTIONS: Tuple[Option, ...] = (
     # ------------------------------------------------------------------------------------------------ MODEL
@@ -267,8 +269,12 @@ OPTIONS: Tuple[Option, ...] = (
                                                      "refused"),
     # ------------------------------------------------------------------------------------------------ misc
     impl("OUTPUT_DIR"),
-    refused("PATHS_CATALOG", NOT_IMPLEMENTED + " (the reference imports the catalog module from this path; "
-                                              "register datasets with DATASETS.REGISTER)"),
+    impl("PATHS_CATALOG", "the dataset catalog module: this package's (glip/config/paths_catalog.py, the default) "
+                          "mirrors the reference's maskrcnn_benchmark/config/paths_catalog.py, the value the "
+                          "reference's saved configs hold",
+         supported=lambda value, cfg: value == _DEFAULT_CATALOG or value.endswith(_REFERENCE_CATALOG),
+         supported_text="this package's catalog or the reference's ({}); register other datasets with "
+                        "DATASETS.REGISTER".format(_REFERENCE_CATALOG)),
     refused("TENSORBOARD_EXP", NOT_IMPLEMENTED + " (train_net --use-tensorboard writes to OUTPUT_DIR)"),
 )
 
