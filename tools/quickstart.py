@@ -105,8 +105,9 @@ def build_config(config_file: str, output_dir: str, data_root: str, opts=()):
     lang.TOKENIZER_TYPE = package_path(lang.TOKENIZER_TYPE)
     cfg.OUTPUT_DIR = os.path.join(output_dir, "train")
     cfg.merge_from_list(list(opts))
-    from glip.utils.cli import settle_device
+    from glip.utils.cli import audit, settle_device
 
+    audit(cfg, training=True)
     return settle_device(cfg)
 
 

@@ -65,7 +65,7 @@ def preflight(cfg, args, evaluate: bool):
 def run(argv=None):
     """Parse the command line, merge the config, check the inputs, set up logging, then :func:`main`."""
     args = cli.parse_args("train_net", argv)
-    cfg = cli.merge_config(cli.base_config(), args.config_file, args.opts)
+    cfg = cli.merge_config(cli.base_config(), args.config_file, args.opts, training=True)
     if args.override_output_dir:
         cfg.OUTPUT_DIR = args.override_output_dir
     cfg.freeze()

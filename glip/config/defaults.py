@@ -36,6 +36,9 @@ _C.INPUT.FIX_RES = False
 _C.AUGMENT = CN()
 _C.AUGMENT.USE_RA = 0
 _C.AUGMENT.FLIP_PROB_TRAIN = 0.5
+# Not in the reference: on a horizontal flip, also exchange the whole words "left"/"right" in the caption (the
+# character spans follow; token targets stay on their phrases). Off: the caption is kept, as the reference.
+_C.AUGMENT.FLIP_SWAP_LEFT_RIGHT = False
 _C.AUGMENT.VERTICAL_FLIP_PROB_TRAIN = 0.0
 # Non-empty: the training short side is drawn from these sizes.
 _C.AUGMENT.MULT_MIN_SIZE_TRAIN = ()

@@ -10,7 +10,7 @@ from glip.structures.image_list import ImageList, to_image_list
 class Batch(NamedTuple):
     """One loader batch, read by name (``batch.images``, ``batch.positive_map``).
 
-    ``images``: the padded ``ImageList`` ``(B, 3, H, W)`` (test-time augmentation: the tuple of unbatched image
+    ``images``: the padded ``ImageList`` ``(B, 3, H, W)`` (test-time augmentation: :class:`UntransformedImages`, the
     tensors). ``targets``: the ``B`` targets (BoxLists, or dicts for the reference's dict datasets).
     ``indices``: the ``B`` dataset indices. ``positive_map``: the token targets, every target's
     ``"positive_map"`` field concatenated by rows and made binary, ``(sum of boxes, 256)`` float (see
@@ -67,13 +67,23 @@ class BatchCollator:
                      greenlight_map=_stack_greenlight(targets))
 
 
+class UntransformedImages(tuple):
+    """The images of a test-time-augmentation batch, as the dataset returned them (PIL, no transforms).
+
+    `to(device)` returns them unchanged: each augmented view is transformed, batched and moved later
+    (`glip.engine.tta`)."""
+
+    def to(self, *args, **kwargs) -> "UntransformedImages":
+        return self
+
+
 class BBoxAugCollator:
-    """Test-time augmentation batching: a :class:`Batch` whose ``images`` stay a tuple of image tensors (batched
-    later, per augmentation); no maps."""
+    """Test-time augmentation batching (TEST.USE_MULTISCALE): a :class:`Batch` whose ``images`` are the
+    :class:`UntransformedImages` (batched later, once per augmented view); no maps."""
 
     def __call__(self, batch: List[tuple]) -> Batch:
         columns = list(zip(*batch))
-        return Batch(columns[0], columns[1], columns[2])
+        return Batch(UntransformedImages(columns[0]), columns[1], columns[2])
 
 
-__all__ = ["Batch", "BatchCollator", "BBoxAugCollator"]
+__all__ = ["Batch", "BatchCollator", "BBoxAugCollator", "UntransformedImages"]

@@ -82,8 +82,37 @@ def prepare_grounding_target(
     return target
 
 
+CHAR_SPAN_FIELDS = ("tokens_positive", "tokens")
+
+
+def follow_caption_edits(fields: Dict[str, object], caption) -> Dict[str, object]:
+    """``fields`` with their character spans moved onto the edited caption.
+
+    ``caption`` is the ``glip.data.transforms.Caption`` after the transforms; when a transform edited its text
+    (AUGMENT.FLIP_SWAP_LEFT_RIGHT) the per-box spans (``tokens_positive``) and ``label_to_positions`` follow the
+    words. Token-level maps (``positive_map``, ``greenlight_map``, ``positive_map_for_od_labels``) stay as they
+    are: the swap is only made when it keeps every token in place.
+    """
+    if not getattr(caption, "edits", ()):
+        return fields
+    moved = dict(fields)
+    for key in CHAR_SPAN_FIELDS:
+        if moved.get(key) is not None:
+            moved[key] = [[list(caption.move_span(beg, end)) for beg, end in spans] for spans in moved[key]]
+    if moved.get("label_to_positions") is not None:
+        moved["label_to_positions"] = {label: list(caption.move_span(*span))
+                                       for label, span in moved["label_to_positions"].items()}
+    return moved
+
+
 def attach_fields(boxlist, fields: Dict[str, object], skip=("keep",)):
-    """Add every entry of ``fields`` (except ``skip``) to ``boxlist`` as an extra field; returns it."""
+    """Add every entry of ``fields`` (except ``skip``) to ``boxlist`` as an extra field; returns it.
+
+    ``fields`` were computed on the caption before the transforms; if ``boxlist`` carries the transformed
+    ``Caption`` and a transform edited it, the character spans follow first (``follow_caption_edits``).
+    """
+    if boxlist.has_field("caption"):
+        fields = follow_caption_edits(fields, boxlist.get_field("caption"))
     for key, value in fields.items():
         if key not in skip:
             boxlist.add_field(key, value)

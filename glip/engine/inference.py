@@ -17,6 +17,12 @@ Flickr30k: `bbox.csv`).
 Batches of several images give the same predictions as one image at a time: images are run in sub-batches of
 identical padded shape, each cropped to exactly the tensor a batch of one would hold (`size_divisible` padding
 only), and grounding images, which each carry their own prompt, are run one by one.
+
+`TEST.USE_MULTISCALE` (test-time augmentation, `glip.engine.tta`): the loader yields the untransformed images;
+each image is run once per augmented view (scales, flip) with the same prompts and sub-batching, and the views'
+detections are merged per class. Differences from the reference, whose augmented path runs only the last prompt
+chunk and cannot evaluate grounding: every chunk runs (as without augmentation), and grounding runs each image
+with its own caption.
 """
 import datetime
 import functools
@@ -65,11 +71,12 @@ def inference(model, data_loader, dataset_name, iou_types=("bbox",), box_only=Fa
 
 
 def check_options(cfg):
-    """Refuse an unknown `TEST.EVAL_TASK` and the unimplemented test-time augmentation by name."""
+    """Refuse an unknown `TEST.EVAL_TASK`, and parallel class texts outside detection, by name."""
     if cfg.TEST.EVAL_TASK not in TASKS:
         raise ValueError("TEST.EVAL_TASK must be one of {}, got {!r}".format(TASKS, cfg.TEST.EVAL_TASK))
-    if cfg.TEST.USE_MULTISCALE:
-        raise NotImplementedError("TEST.USE_MULTISCALE (test-time augmentation) is not implemented")
+    if cfg.GLIPKNOW.PARALLEL_LANGUAGE_INPUT and cfg.TEST.EVAL_TASK != "detection":
+        raise ValueError("GLIPKNOW.PARALLEL_LANGUAGE_INPUT evaluates class prompts only (TEST.EVAL_TASK "
+                         "'detection'), got {!r}".format(cfg.TEST.EVAL_TASK))
 
 
 def make_batch_runner(cfg, dataset) -> Callable:
@@ -78,12 +85,55 @@ def make_batch_runner(cfg, dataset) -> Callable:
     task = cfg.TEST.EVAL_TASK
     queries, maps = [None], [None]
     if task == "detection":
-        from glip.data.positive_map import create_queries_and_maps_from_dataset
-
-        queries, maps = create_queries_and_maps_from_dataset(dataset, cfg)
+        queries, maps = detection_prompts(dataset, cfg)
         logger.info("Detection prompts: %s", queries)
-    return functools.partial(_run_batch, task=task, queries=queries, maps=maps, plus=label_offset(cfg),
+    run_batch = functools.partial(_run_batch, task=task, queries=queries, maps=maps, plus=label_offset(cfg),
+                                  size_divisible=cfg.DATALOADER.SIZE_DIVISIBILITY)
+    if cfg.TEST.USE_MULTISCALE:
+        return augmented_batch_runner(cfg, run_batch)
+    return run_batch
+
+
+def detection_prompts(dataset, cfg):
+    """`(queries, maps)` of the dataset's categories: class-name prompts, or with GLIPKNOW.PARALLEL_LANGUAGE_INPUT
+    one prompt of per-class (knowledge) texts (`glip.data.knowledge`)."""
+    if cfg.GLIPKNOW.PARALLEL_LANGUAGE_INPUT:
+        from glip.data.knowledge import knowledge_prompts
+
+        return knowledge_prompts(dataset, cfg)
+    from glip.data.positive_map import create_queries_and_maps_from_dataset
+
+    return create_queries_and_maps_from_dataset(dataset, cfg)
+
+
+def augmented_batch_runner(cfg, run_batch: Callable) -> Callable:
+    """TEST.USE_MULTISCALE: `run_batch` on every augmented view of the batch's untransformed images, merged per
+    image (`glip.engine.tta`); the outputs are in original-image pixels."""
+    from glip.engine.tta import build_tta
+
+    tta = build_tta(cfg)
+    logger.info("Test-time augmentation: %d views per image (scales %s, flip %s, merge %s)", len(tta.views()),
+                tta.scales, tta.flip, tta.nms_type)
+    return functools.partial(_run_augmented_batch, tta=tta, run_batch=run_batch,
                              size_divisible=cfg.DATALOADER.SIZE_DIVISIBILITY)
+
+
+def _run_augmented_batch(model, images, targets, tta, run_batch: Callable, size_divisible: int):
+    """Per image of `images` (PIL, see `glip.data.collate.UntransformedImages`) the merged detections of its
+    views; each view's batch runs through `run_batch` (same prompts, same sub-batching by padded shape)."""
+    from glip.structures.image_list import to_image_list
+
+    device = _model_device(model)
+
+    def detect(tensors):
+        return run_batch(model, to_image_list(tensors, size_divisible).to(device), targets)
+
+    return tta(list(images), detect)
+
+
+def _model_device(model) -> torch.device:
+    parameter = next(iter(model.parameters()), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
 
 
 def inference_on_dataset(model, data_loader, evaluator: DatasetEvaluator, run_batch: Callable, device: torch.device,

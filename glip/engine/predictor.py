@@ -14,7 +14,11 @@ Beyond the reference's single-image `compute_prediction` / `inference`:
   categories (`glip.engine.chunking`), run one by one and merged with per-class NMS; a list that fits runs as
   one prompt, unchanged.
 * free captions without spans get their phrases offline (`glip.engine.phrases`).
+* test-time augmentation (`test_time_augmentation`, default TEST.USE_MULTISCALE): each image is run at every
+  TEST.SCALES (and mirrored with TEST.FLIP) and the views are merged per phrase (`glip.engine.tta`);
+  `min_image_size` is then not used.
 """
+import functools
 import logging
 import re
 from pathlib import Path
@@ -126,12 +130,18 @@ class GLIPDemo:
         phrase_method: how free captions without spans are split into phrases (`glip.engine.phrases`).
         model: an already built GLIP model to use instead of building one from `cfg` (e.g. shared, or filled
             for tests); `load_model` still loads `cfg.MODEL.WEIGHT` into it.
+        test_time_augmentation: run every image through the TEST.* views and merge them (`glip.engine.tta`);
+            None follows TEST.USE_MULTISCALE.
     """
 
     def __init__(self, cfg, confidence_threshold: Union[float, Sequence[float]] = 0.7,
                  min_image_size: Optional[int] = None, load_model: bool = True, phrase_method: str = "auto",
-                 model: Optional[torch.nn.Module] = None):
+                 model: Optional[torch.nn.Module] = None, test_time_augmentation: Optional[bool] = None):
+        from glip.config.audit import check_config
+        from glip.engine.tta import build_tta
         from glip.modeling.detector import build_detection_model
+
+        check_config(cfg)
 
         self.cfg = cfg.clone()
         self.device = torch.device(cfg.MODEL.DEVICE)
@@ -152,6 +162,9 @@ class GLIPDemo:
         self.entities: List[str] = []
         self.positive_map_label_to_token: Dict[int, List[int]] = {}
         self.prompts: List[Prompt] = []
+        if test_time_augmentation is None:
+            test_time_augmentation = bool(cfg.TEST.USE_MULTISCALE)
+        self.tta = build_tta(cfg) if test_time_augmentation else None
 
     def load_weights(self, path) -> dict:
         """Load a checkpoint into the model; `glip.engine.weights.WeightLoadError` names the keys that do not fit."""
@@ -293,6 +306,8 @@ class GLIPDemo:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         prompts = self.build_prompts(caption, custom_entity)
         arrays = [load_image(image) if isinstance(image, (str, Path)) else to_bgr_uint8(image) for image in images]
+        if self.tta is not None:
+            return self._predict_augmented(arrays, prompts)
         tensors = [self.transform(array) for array in arrays]
         groups: Dict[tuple, List[int]] = {}
         for index, tensor in enumerate(tensors):
@@ -305,6 +320,15 @@ class GLIPDemo:
                     height, width = arrays[index].shape[:2]
                     results[index] = prediction.resize((width, height))
         return results
+
+    def _predict_augmented(self, arrays: List[np.ndarray], prompts: List[Prompt]) -> List[BoxList]:
+        """Test-time augmentation of each BGR array alone, merged over the prompt's labels (original pixels)."""
+        from PIL import Image
+
+        tta = self.tta if len(self.cfg.TEST.SELECT_CLASSES) else self.tta.with_classes(
+            range(1, len(self.entities) + 1))
+        detect = functools.partial(self._run_batch, prompts=prompts)
+        return [tta([Image.fromarray(np.ascontiguousarray(array[:, :, ::-1]))], detect)[0] for array in arrays]
 
     def predict(self, images: Sequence, caption: Caption, custom_entity: Optional[Sequence[dict]] = None,
                 threshold: Union[None, float, Sequence[float]] = None, batch_size: int = 4) -> List[BoxList]:

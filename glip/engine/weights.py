@@ -5,9 +5,10 @@ Two cases, told apart by the keys:
   come from the file with its shape. Exceptions, each logged: keys whose shape a task config deliberately
   changes (`cls_logits` when NUM_CLASSES differs; they keep their initialisation), Swin relative-position tables
   of another window size (interpolated, as the reference does), modules a config adds on purpose
-  (`allowed_missing`, e.g. the prompt-tuning offset), and the extra keys older official files carry (BERT
-  `position_ids`, pooler weights). Anything else missing, unexpected or mis-shaped raises `WeightLoadError`
-  naming the keys.
+  (`allowed_missing`, by default `OPTION_PARTS`: the prompt-tuning offset, the MLM head, ...), parts that only
+  feed a training loss present in the file for a model built without them (`option_extra`: the MLM head, the
+  shallow contrastive projections), and the extra keys older official files carry (BERT `position_ids`, pooler
+  weights). Anything else missing, unexpected or mis-shaped raises `WeightLoadError` naming the keys.
 * anything else (e.g. `swin_tiny_patch4_window7_224.pth`, as the pre-training configs name it): each model key
   takes the longest file key that is a suffix of it (the reference's rule); unmatched model keys keep their
   initialisation and are logged.
@@ -33,7 +34,21 @@ logger = logging.getLogger(__name__)
 SHAPE_CHANGE_ALLOWED = ("cls_logits",)
 RESIZABLE_TABLES = ("relative_position_bias_table",)
 LEGACY_EXTRA_KEYS = ("embeddings.position_ids", "embeddings.token_type_ids", "language_backbone.body.model.pooler.")
-DEFAULT_ALLOWED_MISSING = ("rpn.tunable_linear.",)
+# Parameters of parts a config option adds to the model (key -> state-dict prefixes). A full checkpoint without
+# them loads as in the reference: they keep their initialisation and are logged.
+OPTION_PARTS = {
+    "MODEL.DYHEAD.FUSE_CONFIG.ADD_LINEAR_LAYER": ("rpn.tunable_linear.",),
+    "MODEL.DYHEAD.FUSE_CONFIG.MLM_LOSS": ("rpn.head.mlm_head.",),
+    "MODEL.DYHEAD.FUSE_CONFIG.USE_CONTRASTIVE_ALIGN_LOSS": ("rpn.resizer.", "rpn.head.contrastive_align_projection_"),
+    "MODEL.DYHEAD.FUSE_CONFIG.USE_TOKEN_LOSS": ("rpn.head.token_logits.",),
+    "MODEL.DYHEAD.FUSE_CONFIG.USE_SHALLOW_CONTRASTIVE_LOSS": ("rpn.loss_evaluator.shallow_contrastive_projection_",
+                                                              "rpn.loss_evaluator.shallow_log_scale"),
+}
+DEFAULT_ALLOWED_MISSING = tuple(prefix for prefixes in OPTION_PARTS.values() for prefix in prefixes)
+# Of those, the parts that only feed a training loss: a checkpoint that has them also loads into a model built
+# without the option (the reference ignores extra keys; detections do not depend on these parts), logged.
+TRAINING_ONLY_PARTS = OPTION_PARTS["MODEL.DYHEAD.FUSE_CONFIG.MLM_LOSS"] + \
+    OPTION_PARTS["MODEL.DYHEAD.FUSE_CONFIG.USE_SHALLOW_CONTRASTIVE_LOSS"]
 SWIN_WIDTHS = {96: "Swin-T", 128: "Swin-B", 192: "Swin-L"}  # patch-embedding channels -> name (96 + 18 blocks: S)
 
 Shapes = Mapping[str, Tuple[int, ...]]
@@ -90,10 +105,11 @@ def fit_report(own: Shapes, loaded: Shapes, allowed_missing: Tuple[str, ...] = D
     """How a full checkpoint's tensors (``loaded`` shapes) map onto a model's (``own`` shapes), key by key.
 
     Lists of keys: ``loaded``, ``missing``, ``unexpected``, ``mismatched`` (``"key (file S, model S)"``),
-    ``shape_changed`` (allowed: `cls_logits`), ``resized`` (Swin tables), ``legacy_extra``, ``allowed_missing``.
+    ``shape_changed`` (allowed: `cls_logits`), ``resized`` (Swin tables), ``legacy_extra``, ``allowed_missing``,
+    ``option_extra`` (training-only option parts in the file, not in the model: ignored).
     """
     report = {k: [] for k in ("loaded", "missing", "unexpected", "mismatched", "shape_changed", "resized",
-                              "legacy_extra", "allowed_missing")}
+                              "legacy_extra", "allowed_missing", "option_extra")}
     for key, target in own.items():
         if key not in loaded:
             report["allowed_missing" if key.startswith(allowed_missing) else "missing"].append(key)
@@ -107,7 +123,10 @@ def fit_report(own: Shapes, loaded: Shapes, allowed_missing: Tuple[str, ...] = D
             report["mismatched"].append(f"{key} (file {tuple(loaded[key])}, model {tuple(target)})")
     for key in loaded:
         if key not in own:
-            report["legacy_extra" if any(t in key for t in LEGACY_EXTRA_KEYS) else "unexpected"].append(key)
+            if any(t in key for t in LEGACY_EXTRA_KEYS):
+                report["legacy_extra"].append(key)
+            else:
+                report["option_extra" if key.startswith(TRAINING_ONLY_PARTS) else "unexpected"].append(key)
     return report
 
 
@@ -205,7 +224,7 @@ def load_weights(model: torch.nn.Module, source, allowed_missing: Tuple[str, ...
     else:
         new_state, report = _match_suffix(own, loaded)
     model.load_state_dict(new_state, strict=True)
-    for kind in ("shape_changed", "resized", "legacy_extra", "allowed_missing", "unmatched"):
+    for kind in ("shape_changed", "resized", "legacy_extra", "allowed_missing", "option_extra", "unmatched"):
         if report.get(kind):
             logger.info("%s: %s %d keys: %s", name, kind.replace("_", " "), len(report[kind]),
                         ", ".join(sorted(report[kind])[:10]) + (" ..." if len(report[kind]) > 10 else ""))

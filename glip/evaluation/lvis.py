@@ -1,6 +1,8 @@
 """LVIS v1 box evaluation: the federated LVIS protocol and the "Fixed AP" variant, without the `lvis` package.
 
 Protocol (LVIS API semantics, box IoU without the +1 rule):
+- annotations and detections whose area (json `area`; detection w * h) is not in (0, inf) are dropped, as
+  the API's `get_ann_ids` does: zero-width or inverted detections are no false positives;
 - a detection of category c on image I is evaluated only if c is annotated on I (a gt box exists) or c is in
   I's `neg_category_ids` (verified absent); others are dropped entirely;
 - an unmatched detection of a category in I's `not_exhaustive_category_ids` is ignored (not a false positive);
@@ -77,6 +79,11 @@ def _box_iou_xywh(dts, gts):
                                     [0] * len(gts))).reshape(len(dts), len(gts))
 
 
+def _positive_area(ann) -> bool:
+    """0 < area < inf, the LVIS API's default area range (`LVIS.get_ann_ids`, strict bounds)."""
+    return 0 < ann["area"] < float("inf")
+
+
 class LvisEval:
     """LVIS box evaluation of `results` (list of `{"image_id", "category_id", "bbox": xywh, "score"}`).
 
@@ -100,19 +107,21 @@ class LvisEval:
         self.recall = None
 
     def _prepare(self):
-        """Group gts and the evaluable detections by (image, category)."""
+        """Group gts and the evaluable detections by (image, category); annotations and detections whose area is
+        not in (0, inf) are dropped first (the API's `get_ann_ids` area filter), so a zero-area gt does not make
+        its category present and a zero-width or inverted detection is no false positive."""
         img_ids, cat_ids = set(self.gt.img_ids), set(self.gt.cat_ids)
         self._gts, self._dts = defaultdict(list), defaultdict(list)
         present = defaultdict(set)
         for ann in self.gt.anns:
-            if ann["image_id"] in img_ids and ann["category_id"] in cat_ids:
+            if ann["image_id"] in img_ids and ann["category_id"] in cat_ids and _positive_area(ann):
                 self._gts[ann["image_id"], ann["category_id"]].append(ann)
                 present[ann["image_id"]].add(ann["category_id"])
         negative = {i: set(self.gt.imgs[i].get("neg_category_ids", [])) for i in img_ids}
         self._not_exhaustive = {i: set(self.gt.imgs[i].get("not_exhaustive_category_ids", [])) for i in img_ids}
         for det in self.dts:
             img, cat = det["image_id"], det["category_id"]
-            if img not in img_ids or cat not in cat_ids:
+            if img not in img_ids or cat not in cat_ids or not _positive_area(det):
                 continue
             if cat in negative[img] or cat in present[img]:
                 self._dts[img, cat].append(det)
@@ -144,7 +153,7 @@ class LvisEval:
                     if match == -1:
                         continue
                     dt_ignore[t, d] = bool(gt_ignore[match])
-                    dt_matched[t, d] = True
+                    dt_matched[t, d] = gts[gt_order[match]]["id"] != 0  # the API records the gt's id
                     gt_matched[t, match] = True
         not_exhaustive = self._not_exhaustive[img_id]
         ignorable = np.array([d["area"] < area_rng[0] or d["area"] > area_rng[1] or

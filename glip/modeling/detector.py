@@ -30,11 +30,16 @@ class GeneralizedVLRCNN(nn.Module):
             (`glip.modeling.freezing`; default: everything trains except the unused `rpn.head.cls_logits`).
         one_hot_classes: DATASETS.ONE_HOT: the text mask keeps exactly the first N positions.
         mask_special: MASK_SPECIAL: special tokens are masked out of the text.
+        parallel_text: GLIPKNOW.PARALLEL_LANGUAGE_INPUT: encodes captions that are lists of class texts, one text
+            position per class (`glip.modeling.language.parallel`).
+        token_masker: MLM_LOSS: a `glip.modeling.language.mlm_masking.TokenMasker`; in training it masks caption
+            tokens before the language backbone and gives the `mlm_labels` of the MLM loss. The reference masks
+            in eval mode too (its evaluation commands switch MLM_LOSS off); here eval never masks.
     """
 
     def __init__(self, backbone: nn.Module, language_backbone: nn.Module, tokenizer, rpn: nn.Module,
                  max_query_len: int = 256, pad_max: bool = True, freeze_policy: Optional[FreezePolicy] = None,
-                 one_hot_classes: int = 0, mask_special: bool = False):
+                 one_hot_classes: int = 0, mask_special: bool = False, parallel_text=None, token_masker=None):
         super().__init__()
         self.backbone = backbone
         self.language_backbone = language_backbone
@@ -44,6 +49,8 @@ class GeneralizedVLRCNN(nn.Module):
         self.pad_max = pad_max
         self.one_hot_classes = one_hot_classes
         self.mask_special = mask_special
+        self.parallel_text = parallel_text
+        self.token_masker = token_masker
         self.set_freeze_policy(FreezePolicy() if freeze_policy is None else freeze_policy)
 
     @property
@@ -76,22 +83,28 @@ class GeneralizedVLRCNN(nn.Module):
                                 return_special_tokens_mask=True, return_tensors="pt", truncation=True)
         return {k: v.to(device) for k, v in tokens.items()}
 
-    def encode_text(self, captions: List[str], device) -> dict:
-        """Tokenize and run the language backbone.
+    def encode_text(self, captions: List[str], device, greenlight_map: Optional[torch.Tensor] = None) -> dict:
+        """Tokenize (masking tokens for the MLM loss in training) and run the language backbone.
 
         Returns the language dict: `hidden` (B, T, D) last-layer states, `embedded` (B, T, D) masked features,
         `aggregate` (B, D), `masks` (B, T) the text mask the head uses (see `one_hot_classes`, `mask_special`),
-        `mlm_labels` None (no masked-language-model labels).
+        `mlm_labels` (B, T) the masked-language-model labels (-100 ignored), or None outside MLM training.
+        `greenlight_map` (B, 256): which tokens may be masked / count in the MLM loss (see `token_masker`).
         """
+        if self.parallel_text is not None:
+            return self.parallel_text(self, captions, device)
         tokens = self.tokenize(captions, device)
+        input_ids, mlm_labels = tokens["input_ids"], None
+        if self.token_masker is not None and self.training:
+            input_ids, mlm_labels = self.token_masker(input_ids, greenlight_map)
         if self.freeze_language_backbone:
             with torch.no_grad():
-                language = self.language_backbone(tokens["input_ids"], tokens["attention_mask"])
+                language = self.language_backbone(input_ids, tokens["attention_mask"])
         else:
-            language = self.language_backbone(tokens["input_ids"], tokens["attention_mask"])
+            language = self.language_backbone(input_ids, tokens["attention_mask"])
         language = dict(language)
         language["masks"] = self._text_mask(language["masks"], tokens["special_tokens_mask"])
-        language["mlm_labels"] = None
+        language["mlm_labels"] = mlm_labels
         return language
 
     def _text_mask(self, attention_mask: torch.Tensor, special_tokens_mask: torch.Tensor) -> torch.Tensor:
@@ -106,7 +119,7 @@ class GeneralizedVLRCNN(nn.Module):
         return masks
 
     def forward(self, images, targets: Optional[list] = None, captions: Optional[List[str]] = None,
-                positive_map=None):
+                positive_map=None, greenlight_map: Optional[torch.Tensor] = None):
         """Text encoding -> backbone -> head -> losses (training) or detections (eval).
 
         Args:
@@ -116,11 +129,15 @@ class GeneralizedVLRCNN(nn.Module):
             positive_map: the reference's name for two things (glip/data/positive_map.py): in training the
                 batch's token targets, a binary (sum of boxes, T) tensor whose row j marks the caption tokens of
                 the batch's box j (images in order); in eval the prompt's {label: [token indices]}.
+            greenlight_map: MLM training: (B, 256) tokens that may be masked (the collator's stack of the targets'
+                `greenlight_map` fields; taken from the targets when not given).
 
         Returns the loss dict in training, per image a BoxList (fields `scores`, `labels`) in eval.
         """
         images, targets = self.preprocess(images, targets, captions)
-        language = self.encode_text(captions, images.tensors.device)
+        if greenlight_map is None and self.token_masker is not None and self.training:
+            greenlight_map = _stacked_field(targets, "greenlight_map")
+        language = self.encode_text(captions, images.tensors.device, greenlight_map)
         features = self.backbone(images.tensors)
         head_outputs = self.rpn(images, features, language)
         if self.training:
@@ -151,11 +168,20 @@ class GeneralizedVLRCNN(nn.Module):
         return self.rpn.detect(head_outputs, label_to_tokens)
 
 
+def _stacked_field(targets: Optional[list], name: str) -> Optional[torch.Tensor]:
+    """The targets' `name` fields stacked (B, ...), or None unless every target has one."""
+    if not targets or not all(t.has_field(name) for t in targets):
+        return None
+    return torch.stack([t.get_field(name) for t in targets], dim=0)
+
+
 def build_detection_model(cfg) -> GeneralizedVLRCNN:
     """Build GLIP from a config (MODEL.META_ARCHITECTURE GeneralizedVLRCNN)."""
     from glip.modeling.backbone import build_backbone
     from glip.modeling.head.build import build_rpn
     from glip.modeling.language import build_language_backbone, build_tokenizer
+    from glip.modeling.language.parallel import build_parallel_text_encoder
+    from glip.modeling.language.mlm_masking import TokenMasker
 
     arch = cfg.MODEL.META_ARCHITECTURE
     if arch != "GeneralizedVLRCNN":
@@ -163,16 +189,20 @@ def build_detection_model(cfg) -> GeneralizedVLRCNN:
     freeze_policy = policy_from_config(cfg)  # first: refuses MODEL.LINEAR_PROB without a frozen backbone and FPN
     backbone = build_backbone(cfg)
     language_backbone = build_language_backbone(cfg)  # before the head: its BertConfig sizes the head's text layers
+    tokenizer = build_tokenizer(cfg.MODEL.LANGUAGE_BACKBONE.TOKENIZER_TYPE)
+    fuse = cfg.MODEL.DYHEAD.FUSE_CONFIG
     return GeneralizedVLRCNN(
         backbone=backbone,
         language_backbone=language_backbone,
-        tokenizer=build_tokenizer(cfg.MODEL.LANGUAGE_BACKBONE.TOKENIZER_TYPE),
+        tokenizer=tokenizer,
         rpn=build_rpn(cfg, language_backbone.config),
         max_query_len=cfg.MODEL.LANGUAGE_BACKBONE.MAX_QUERY_LEN,
         pad_max=cfg.MODEL.LANGUAGE_BACKBONE.PAD_MAX,
         freeze_policy=freeze_policy,
         one_hot_classes=cfg.MODEL.DYHEAD.NUM_CLASSES if cfg.DATASETS.ONE_HOT else 0,
         mask_special=cfg.MODEL.LANGUAGE_BACKBONE.MASK_SPECIAL,
+        parallel_text=build_parallel_text_encoder(cfg),
+        token_masker=TokenMasker(tokenizer, only_positives=fuse.MLM_LOSS_FOR_ONLY_POSITIVES) if fuse.MLM_LOSS else None,
     )
 
 

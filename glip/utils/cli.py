@@ -14,6 +14,9 @@ reference tools, so the official command lines work unchanged:
   ``--shuffle_seeds`` settings, the opts once more, then ``OUTPUT_DIR/ft_task_<i>[_seed_<s>]``
   and the ``SOLVER.TUNING_HIGHLEVEL_OVERRIDE`` expansion (:func:`apply_tuning_highlevel_override`).
 
+Every merged config goes through the option audit (:func:`audit`: ``glip.config.audit.check_config`` and the head's
+option combinations) before any work: an option that is not implemented stops the tool with a ``ConfigError``
+(``RefusedOptionError``, ``UnsupportedCombinationError``) naming the key and the value.
 Every merge ends by settling ``MODEL.DEVICE`` (``glip.utils.device.select_device``: ``cuda`` on a machine without
 CUDA becomes ``cpu`` with one warning). Config errors are ``glip.utils.errors.ConfigError`` (one line naming the
 key and the file or options); the tools print them through ``glip.utils.errors.run_tool``.
@@ -29,7 +32,9 @@ from dataclasses import dataclass
 from typing import Iterator, List, Optional, Sequence
 
 from glip.config import cfg as default_cfg
+from glip.config.audit import check_config
 from glip.modeling.freezing import TUNING_MODES
+from glip.modeling.head.head_options import check_head_options
 from glip.utils.device import select_device
 from glip.utils.errors import DEBUG_FLAG, ConfigFileNotFoundError, WeightFileNotFoundError
 from glip.utils.logger import setup_logger
@@ -155,11 +160,12 @@ def base_config():
 
 
 def merge_config(cfg, config_file: Optional[str] = None, opts: Sequence[str] = (),
-                 task_config: Optional[str] = None):
+                 task_config: Optional[str] = None, training: bool = False):
     """Merge into ``cfg`` (in place): ``config_file``, ``opts``, then ``task_config`` and ``opts`` again.
 
     The second pass of ``opts`` makes command-line values win over the task config, as the
-    reference tools do. Returns ``cfg``.
+    reference tools do. The result goes through the option audit (``glip.config.audit``; ``training``:
+    for a tool that trains): a refused option raises ``RefusedOptionError`` naming it. Returns ``cfg``.
     """
     if config_file:
         cfg.merge_from_file(config_file)
@@ -167,7 +173,15 @@ def merge_config(cfg, config_file: Optional[str] = None, opts: Sequence[str] = (
     if task_config:
         cfg.merge_from_file(task_config)
         cfg.merge_from_list(list(opts))
+    audit(cfg, training)
     return settle_device(cfg)
+
+
+def audit(cfg, training: bool = False) -> None:
+    """The option audit (``glip.config.audit.check_config``), then the head's option combinations that need no
+    model (``glip.modeling.head.head_options``): a refused option raises a ``ConfigError`` naming it."""
+    check_config(cfg, training=training)
+    check_head_options(cfg)
 
 
 def names_weight(opts: Sequence[str]) -> bool:
@@ -213,6 +227,7 @@ def task_config_variants(cfg, task_config: Optional[str], opts: Sequence[str]) -
         variant.defrost()
         variant.merge_from_file(path)
         variant.merge_from_list(list(opts))
+        audit(variant)
         yield settle_device(variant)
 
 
@@ -248,6 +263,12 @@ def finetune_runs(cfg, args: argparse.Namespace) -> Iterator[FinetuneRun]:
     ``MODEL.WEIGHT`` naming ``model_last_checkpoint.pth`` is resolved through the
     ``last_checkpoint`` file next to it.
     """
+    for _ in _finetune_runs(cfg, args, resolve_weight=False):
+        pass  # every run's config is audited (audit) before the first one starts
+    yield from _finetune_runs(cfg, args)
+
+
+def _finetune_runs(cfg, args: argparse.Namespace, resolve_weight: bool = True) -> Iterator[FinetuneRun]:
     seeds = [int(s) for s in args.shuffle_seeds.split(",")] if args.shuffle_seeds else [None]
     for task_id, task_file in enumerate(expand_ft_tasks(args.ft_tasks, args.config_file), 1):
         for seed in seeds:
@@ -261,7 +282,7 @@ def finetune_runs(cfg, args: argparse.Namespace) -> Iterator[FinetuneRun]:
                 run_cfg.DATASETS.SHUFFLE_SEED = seed
                 output_dir = "{}_seed_{}".format(output_dir, seed)
             run_cfg.merge_from_list(args.opts)
-            if "last_checkpoint" in run_cfg.MODEL.WEIGHT:
+            if resolve_weight and "last_checkpoint" in run_cfg.MODEL.WEIGHT:
                 pointer = run_cfg.MODEL.WEIGHT.replace("model_last_checkpoint.pth", "last_checkpoint")
                 try:
                     with open(pointer, "r") as f:
@@ -273,6 +294,7 @@ def finetune_runs(cfg, args: argparse.Namespace) -> Iterator[FinetuneRun]:
                 run_cfg.MODEL.WEIGHT = run_cfg.MODEL.WEIGHT.replace("model_last_checkpoint.pth", last)
             run_cfg.OUTPUT_DIR = output_dir
             apply_tuning_highlevel_override(run_cfg)
+            audit(run_cfg, training=not getattr(args, "skip_train", False))
             settle_device(run_cfg)
             run_cfg.freeze()
             yield FinetuneRun(task_id, task_file, seed, custom_shot, run_cfg)

@@ -83,8 +83,10 @@ def test_flip_boxes_and_caption():
     flipped, out = T.RandomHorizontalFlip(1.0)(image, target)
     assert np.array_equal(np.asarray(flipped), np.asarray(image)[:, ::-1])
     torch.testing.assert_close(out.bbox, torch.tensor([[2.0, 0.0, 3.0, 1.0]]))  # x -> W - x - 1
-    assert out.get_field("caption").text == "the right dog is left of the cat"
-    _, same = T.RandomHorizontalFlip(0.0)(image, target)
+    assert out.get_field("caption").text == "the left dog is right of the cat"  # as the reference: unchanged
+    _, swapped = T.RandomHorizontalFlip(1.0, swap_left_right=True)(image, target)
+    assert swapped.get_field("caption").text == "the right dog is left of the cat"
+    _, same = T.RandomHorizontalFlip(0.0, swap_left_right=True)(image, target)
     assert same.get_field("caption").text == "the left dog is right of the cat"
 
 

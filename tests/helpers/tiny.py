@@ -11,3 +11,18 @@ TINY_BERT = FIXTURES / "bert_1layer"
 
 # Command-line style options selecting the tiny BERT (append to a config's opts).
 TINY_BERT_OPTS = ["MODEL.LANGUAGE_BACKBONE.MODEL_TYPE", str(TINY_BERT)]
+
+# GLIP-T shrunk for training-step tests: a small Swin, one fusion block, small images, CPU.
+TINY_GLIP_OPTS = ["MODEL.SWINT.EMBED_DIM", 32, "MODEL.SWINT.DEPTHS", (1, 1, 1, 1), "MODEL.SWINT.NUM_HEADS",
+                  (1, 2, 4, 8), "MODEL.SWINT.OUT_CHANNELS", (32, 64, 128, 256), "MODEL.DYHEAD.NUM_CONVS", 1,
+                  "MODEL.DYHEAD.USE_CHECKPOINT", False, "MODEL.DEVICE", "cpu"] + TINY_BERT_OPTS
+
+
+def tiny_glip_config(*opts):
+    """The GLIP-T config (configs/pretrain/glip_Swin_T_O365_GoldG.yaml) with TINY_GLIP_OPTS, then `opts`."""
+    from glip.config import cfg
+
+    c = cfg.clone()
+    c.merge_from_file(str(FIXTURES / "official_configs/pretrain/glip_Swin_T_O365_GoldG.yaml"))
+    c.merge_from_list(TINY_GLIP_OPTS + list(opts))
+    return c

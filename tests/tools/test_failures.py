@@ -115,6 +115,7 @@ def inputs(tmp_path_factory):
     (root / "notimage.jpg").write_text("I am text\n")
     Image.new("RGB", (64, 48), (120, 30, 30)).save(root / "photo.jpg")
     (root / "badkey.yaml").write_text("MODEL:\n  DYHEAD:\n    NUM_CONVZ: 3\n")
+    (root / "refused.yaml").write_text("GLIPKNOW:\n  PARALLEL_LANGUAGE_INPUT: True\n")  # refused for training
     task = root / "data/task"
     task.mkdir(parents=True)
     Image.new("RGB", (64, 48), (0, 128, 0)).save(task / "0.jpg")
@@ -154,6 +155,13 @@ FAST_CASES = {
     "check_dataset config missing": ("check_dataset", ["--config-file", "{root}/no_such.yaml"],
                                      ["config file not found: {root}/no_such.yaml"]),
     "quickstart unknown key": ("quickstart", ["--output-dir", "{root}/qs", "MODEL.NOPE", "1"], ["MODEL.NOPE"]),
+    "refused option": ("test_grounding_net", ["--config-file", GLIP_T, "MODEL.MASK_ON", "True"],
+                       ["MODEL.MASK_ON = True", "no mask head"]),
+    "refused option of a task config": ("finetune", ["--config-file", GLIP_T, "--ft-tasks", "{root}/refused.yaml"],
+                                        ["GLIPKNOW.PARALLEL_LANGUAGE_INPUT = True", "not implemented for training"]),
+    "refused option combination": ("train_net", ["--config-file", GLIP_T,
+                                                 "MODEL.DYHEAD.FUSE_CONFIG.USE_CONTRASTIVE_ALIGN_LOSS", "True"],
+                                   ["USE_CONTRASTIVE_ALIGN_LOSS and USE_DOT_PRODUCT_TOKEN_LOSS"]),
 }
 
 

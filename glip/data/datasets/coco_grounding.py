@@ -40,8 +40,8 @@ class CocoGrounding(CocoJsonBase):
     * ``special_safeguard_for_coco_grounding`` (LVIS): positives limited to ``max_query_len - 2`` tokens (boxes of
       classes that do not fit are dropped), then negatives sampled (``random_sample_negative``) to fill the rest.
 
-    The caption passes through the transforms as a :class:`Caption` field, so a horizontal flip swaps
-    "left"/"right" in it; ``positive_map`` is computed before the flip (both words are one token each).
+    The caption passes through the transforms as a :class:`Caption` field; a horizontal flip keeps it (as the
+    reference) unless AUGMENT.FLIP_SWAP_LEFT_RIGHT, which exchanges the whole words "left"/"right" (spans follow).
     """
 
     def __init__(self, img_folder: str, ann_file: str, transforms=None, return_tokens: bool = True, tokenizer=None,

@@ -28,7 +28,7 @@ class ModulatedDataset(CocoJsonBase):
     caption is maskable (``greenlight`` span ``[0, len)``; ``no_mask_for_gold`` disables masking). Fields as
     :func:`prepare_grounding_target` plus ``dataset_name`` and the image record's ``sentence_id``,
     ``original_img_id``, ``original_id``, ``task_id`` when present; at test time ``positive_map_eval`` /
-    ``nb_eval`` from ``tokens_positive_eval``. A horizontal flip swaps "left"/"right" in the caption.
+    ``nb_eval`` from ``tokens_positive_eval``. A horizontal flip keeps the caption (see ``Caption``).
     """
 
     def __init__(self, img_folder: str, ann_file: str, transforms=None, return_tokens: bool = True,

@@ -14,6 +14,8 @@ the "no object" slot). Each loss term is one `ATSSLoss.loss_<term>` method (`ATS
   their sum, times `reg_loss_weight`.
 * `loss_centerness`: BCE-with-logits against the centerness of the anchor centre in its matched box, / #positives.
 * `mlm_loss`: cross-entropy of the masked-language-model head (MLM_LOSS), where labels are given.
+* `loss_shallow_contrastive`: pre-fusion anchor features vs text (USE_SHALLOW_CONTRASTIVE_LOSS), see
+  `glip.modeling.head.shallow_contrastive`.
 
 #positives (and the centerness-target sum) are averaged over all processes when torch.distributed is initialised,
 so every process normalises by the same global count.
@@ -28,6 +30,11 @@ from torch import nn
 from glip.layers.sigmoid_focal_loss import SigmoidFocalLoss, TokenSigmoidFocalLoss
 from glip.modeling.head.atss_assigner import atss_assign
 from glip.modeling.head.levels import flatten_levels
+from glip.modeling.head.shallow_contrastive import (
+    ShallowContrastiveOptions,
+    add_shallow_contrastive_parameters,
+    shallow_contrastive_loss,
+)
 from glip.utils.comm import get_world_size, reduce_sum
 
 logger = logging.getLogger(__name__)
@@ -183,15 +190,22 @@ class ATSSLoss(nn.Module):
         use_dot_product_token_loss, use_token_loss, use_contrastive_align_loss: which token losses to compute.
         tokenizer: tokenizer used to locate `tokens_positive` spans for the contrastive-align map (the reference
             re-tokenizes the captions with padding "longest"); without it the `token_targets` rows are used.
+        shallow: `ShallowContrastiveOptions` to compute `loss_shallow_contrastive` (adds its parameters here, as
+            the reference: `shallow_contrastive_projection_image/_text`, `shallow_log_scale`), or None.
     """
 
-    LOSS_TERMS = ("boxes", "cls", "token", "contrastive_align", "dot_product_token", "mlm")
+    LOSS_TERMS = ("boxes", "cls", "token", "contrastive_align", "dot_product_token", "mlm", "shallow_contrastive")
 
     def __init__(self, box_coder, topk: int = 9, num_anchors_per_location: int = 1, focal_alpha: float = 0.25,
                  focal_gamma: float = 2.0, token_alpha: float = 0.25, token_gamma: float = 2.0,
                  reg_loss_weight: float = 2.0, use_dot_product_token_loss: bool = True, use_token_loss: bool = False,
-                 use_contrastive_align_loss: bool = False, tokenizer=None):
+                 use_contrastive_align_loss: bool = False, tokenizer=None,
+                 shallow: Optional[ShallowContrastiveOptions] = None):
         super().__init__()
+        self.shallow = shallow
+        if shallow is not None:
+            add_shallow_contrastive_parameters(self, shallow.image_dim, shallow.text_dim, shallow.hidden_dim,
+                                               shallow.log_scale)
         self.box_coder = box_coder
         self.topk = topk
         self.num_anchors_per_location = num_anchors_per_location
@@ -252,24 +266,31 @@ class ATSSLoss(nn.Module):
             return no_object[None, :].repeat(matched.shape[0], 1)
         return torch.where((matched >= 0)[:, None], rows[matched.clamp(min=0)], no_object[None, :])
 
-    def _contrastive_maps(self, batch: MatchedBatch, width: int) -> torch.Tensor:
-        """`(B, N, width)` bool: each positive anchor's matched box's tokens (negatives all False)."""
+    def _box_token_maps(self, batch: MatchedBatch, width: int) -> list:
+        """Per image `(boxes, width)` bool: the caption tokens of each box (from its `tokens_positive` spans in the
+        re-tokenized caption, as the reference; else the `token_targets` rows)."""
         tokenized = None
         if self.tokenizer is not None and batch.captions is not None:
             tokenized = self.tokenizer(list(batch.captions), padding="longest", return_tensors="pt")
         maps, offset = [], 0
-        for i, (target, matched) in enumerate(zip(batch.targets, batch.prepared["matched_idxs"])):
+        for i, target in enumerate(batch.targets):
             num_gt = _boxes(target).shape[0]
             spans_field = "tokens_positive" if target.has_field("tokens_positive") else "tokens"
             if tokenized is not None and target.has_field(spans_field):
-                box_map = tokens_positive_map(tokenized, i, target.get_field(spans_field), width)
+                maps.append(tokens_positive_map(tokenized, i, target.get_field(spans_field), width))
             elif batch.token_targets is None:
-                raise ValueError("contrastive align needs the token_targets or captions + 'tokens_positive' spans")
+                raise ValueError("contrastive losses need the token_targets or captions + 'tokens_positive' spans")
             else:
-                box_map = batch.token_targets[offset:offset + num_gt, :width] > 0
+                maps.append(fit_width(batch.token_targets[offset:offset + num_gt], width) > 0)
             offset += num_gt
+        return maps
+
+    def _contrastive_maps(self, batch: MatchedBatch, width: int) -> torch.Tensor:
+        """`(B, N, width)` bool: each positive anchor's matched box's tokens (negatives all False)."""
+        maps = []
+        for box_map, matched in zip(self._box_token_maps(batch, width), batch.prepared["matched_idxs"]):
             box_map = box_map.to(matched.device)
-            if num_gt == 0:
+            if box_map.shape[0] == 0:
                 maps.append(torch.zeros((matched.shape[0], width), dtype=torch.bool, device=matched.device))
             else:
                 maps.append(box_map[matched.clamp(min=0)] & (matched >= 0)[:, None])
@@ -362,12 +383,33 @@ class ATSSLoss(nn.Module):
         return {"loss_dot_product_token": loss}
 
     def loss_mlm(self, batch: MatchedBatch) -> Dict[str, torch.Tensor]:
-        """`mlm_loss`: cross-entropy of the masked-language-model head where labels are given (-100 ignored)."""
+        """`mlm_loss`: mean cross-entropy of the masked-language-model head over the labelled positions (-100
+        ignored). A batch without any labelled position gives 0 (the reference's mean is then NaN and its trainer
+        zeroes the whole step's loss)."""
         logits = batch.outputs.get("mlm_logits")
         if logits is None or batch.mlm_labels is None:
             return {}
-        return {"mlm_loss": F.cross_entropy(logits.view(-1, logits.size(-1)), batch.mlm_labels.view(-1),
-                                            ignore_index=-100)}
+        labels = batch.mlm_labels.to(logits.device).reshape(-1)
+        logits = logits.float().reshape(-1, logits.size(-1))
+        if not bool((labels != -100).any()):
+            return {"mlm_loss": logits.sum() * 0.0}
+        return {"mlm_loss": F.cross_entropy(logits, labels, ignore_index=-100)}
+
+    def loss_shallow_contrastive(self, batch: MatchedBatch) -> Dict[str, torch.Tensor]:
+        """`loss_shallow_contrastive`: pre-fusion anchor features vs the head's text (see `shallow_contrastive`)."""
+        features, text = batch.outputs.get("shallow_img_emb_feats"), batch.outputs.get("shallow_text_emb")
+        if self.shallow is None or features is None or text is None:
+            return {}
+        for field in ("original_od_label", "positive_map_for_od_labels"):
+            if not all(t.has_field(field) for t in batch.targets):
+                raise ValueError("the shallow contrastive loss needs the targets' {!r} field".format(field))
+        loss = shallow_contrastive_loss(
+            torch.cat([f.float() for f in features], dim=1), text.float(), batch.text_masks,
+            batch.prepared["matched_idxs"], [t.get_field("original_od_label") for t in batch.targets],
+            [t.get_field("positive_map_for_od_labels") for t in batch.targets],
+            self._box_token_maps(batch, text.shape[1]), self, batch.num_pos_avg,
+            max_positive=self.shallow.max_positive_anchors, zero_pads=self.shallow.zero_pads)
+        return {"loss_shallow_contrastive": loss}
 
     def forward(self, outputs: dict, targets, anchors, token_targets: Optional[torch.Tensor] = None,
                 text_masks: Optional[torch.Tensor] = None, mlm_labels: Optional[torch.Tensor] = None,
@@ -385,7 +427,8 @@ class ATSSLoss(nn.Module):
             captions: the batch's captions, for the contrastive-align token spans.
 
         Returns a dict with `loss_reg`, `loss_centerness` and, when computed, `loss_cls`, `loss_token`,
-        `loss_contrastive_align`, `loss_dot_product_token`, `mlm_loss` (scalars), in that order.
+        `loss_contrastive_align`, `loss_dot_product_token`, `mlm_loss`, `loss_shallow_contrastive` (scalars), in
+        that order.
         """
         batch = self.match(outputs, targets, anchors, token_targets, text_masks, mlm_labels, captions)
         losses = {}
@@ -397,11 +440,17 @@ class ATSSLoss(nn.Module):
 def build_atss_loss(cfg, box_coder) -> ATSSLoss:
     """`ATSSLoss` from the official config keys (MODEL.ATSS, MODEL.FOCAL, MODEL.DYHEAD.FUSE_CONFIG, MODEL.RPN)."""
     fuse = cfg.MODEL.DYHEAD.FUSE_CONFIG
-    tokenizer = None
-    if fuse.USE_CONTRASTIVE_ALIGN_LOSS:
+    tokenizer, shallow = None, None
+    if fuse.USE_CONTRASTIVE_ALIGN_LOSS or fuse.USE_SHALLOW_CONTRASTIVE_LOSS:
         from glip.modeling.language.tokenizer import build_tokenizer
 
-        tokenizer = build_tokenizer(cfg.MODEL.LANGUAGE_BACKBONE.MODEL_TYPE)
+        tokenizer = build_tokenizer(cfg.MODEL.LANGUAGE_BACKBONE.TOKENIZER_TYPE)
+    if fuse.USE_SHALLOW_CONTRASTIVE_LOSS:
+        shallow = ShallowContrastiveOptions(
+            image_dim=cfg.MODEL.DYHEAD.CHANNELS * len(cfg.MODEL.RPN.ASPECT_RATIOS) * cfg.MODEL.RPN.SCALES_PER_OCTAVE,
+            text_dim=cfg.MODEL.LANGUAGE_BACKBONE.LANG_DIM, hidden_dim=fuse.SHALLOW_CONTRASTIVE_HIDDEN_DIM,
+            log_scale=cfg.MODEL.DYHEAD.SHALLOW_LOG_SCALE, max_positive_anchors=fuse.SHALLOW_MAX_POSITIVE_ANCHORS,
+            zero_pads=fuse.USE_SHALLOW_ZERO_PADS)
     return ATSSLoss(
         box_coder,
         topk=cfg.MODEL.ATSS.TOPK,
@@ -415,4 +464,5 @@ def build_atss_loss(cfg, box_coder) -> ATSSLoss:
         use_token_loss=fuse.USE_TOKEN_LOSS,
         use_contrastive_align_loss=fuse.USE_CONTRASTIVE_ALIGN_LOSS,
         tokenizer=tokenizer,
+        shallow=shallow,
     )

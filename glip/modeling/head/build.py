@@ -9,7 +9,9 @@ from glip.modeling.head.atss_postprocessor import build_atss_postprocessor
 from glip.modeling.head.bert_layer import build_bert_encoder_layer
 from glip.modeling.head.box_coder import build_box_coder
 from glip.modeling.head.dyconv import build_dyconv
+from glip.modeling.head.feature_resizer import FeatureResizer
 from glip.modeling.head.fusion import build_vlfuse
+from glip.modeling.head.head_options import check_head_options
 from glip.modeling.head.rpn import VLDyHeadModule
 from glip.modeling.head.vldyhead import VLDyHead
 
@@ -76,6 +78,7 @@ def build_vldyhead(cfg, language_config) -> VLDyHead:
         use_token_loss=fuse.USE_TOKEN_LOSS,
         num_tokens=cfg.MODEL.LANGUAGE_BACKBONE.MAX_QUERY_LEN,
         mlm_head=mlm_head,
+        use_shallow_contrastive=fuse.USE_SHALLOW_CONTRASTIVE_LOSS,
     )
 
 
@@ -83,14 +86,16 @@ def build_rpn(cfg, language_config) -> VLDyHeadModule:
     """The VLDyHead module (`model.rpn`) for MODEL.RPN_ARCHITECTURE VLDYHEAD.
 
     `language_config`: the language backbone's transformers BertConfig (`language_backbone.config`); the head's
-    BERT text layers and MLM head take their sizes from it.
+    BERT text layers and MLM head take their sizes from it. Combinations of the optional parts that the reference
+    cannot run are refused first (`glip.modeling.head.head_options`).
     """
     if cfg.MODEL.RPN_ARCHITECTURE != "VLDYHEAD":
         raise ValueError(f"MODEL.RPN_ARCHITECTURE {cfg.MODEL.RPN_ARCHITECTURE!r} is not supported (only VLDYHEAD)")
     fuse = cfg.MODEL.DYHEAD.FUSE_CONFIG
+    check_head_options(cfg, language_config.hidden_size)
+    resizer = None
     if fuse.USE_CONTRASTIVE_ALIGN_LOSS:
-        raise NotImplementedError("FUSE_CONFIG.USE_CONTRASTIVE_ALIGN_LOSS needs the reference's FeatureResizer; "
-                                  "not implemented")
+        resizer = FeatureResizer(cfg.MODEL.LANGUAGE_BACKBONE.LANG_DIM, fuse.JOINT_EMB_SIZE, fuse.JOINT_EMB_DROPOUT)
     box_coder = build_box_coder(cfg)
     return VLDyHeadModule(
         head=build_vldyhead(cfg, language_config),
@@ -103,5 +108,7 @@ def build_rpn(cfg, language_config) -> VLDyHeadModule:
                       "loss_token": fuse.TOKEN_LOSS_WEIGHT,
                       "loss_contrastive_align": fuse.CONTRASTIVE_ALIGN_LOSS_WEIGHT,
                       "loss_dot_product_token": fuse.DOT_PRODUCT_TOKEN_LOSS_WEIGHT,
-                      "mlm_loss": fuse.MLM_LOSS_COEF},
+                      "mlm_loss": fuse.MLM_LOSS_COEF,
+                      "loss_shallow_contrastive": fuse.SHALLOW_CONTRASTIVE_LOSS_WEIGHT},
+        resizer=resizer,
     )

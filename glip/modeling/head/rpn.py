@@ -27,11 +27,13 @@ class VLDyHeadModule(nn.Module):
             the text features (ADD_LINEAR_LAYER, prompt tuning v2).
         loss_weights: multipliers of the named losses the loss evaluator reports (a loss without an entry is
             reported as computed; the REG weight is inside the loss evaluator).
+        resizer: USE_CONTRASTIVE_ALIGN_LOSS: `rpn.resizer` (a `FeatureResizer`) mapping the language backbone's
+            `embedded` text to the width the contrastive head reads; None otherwise.
     """
 
     def __init__(self, head: nn.Module, anchor_generator: nn.Module, loss_evaluator=None,
                  box_selector_test=None, lang_dim: int = 768, add_linear_layer: bool = False,
-                 loss_weights: Optional[Dict[str, float]] = None):
+                 loss_weights: Optional[Dict[str, float]] = None, resizer: Optional[nn.Module] = None):
         super().__init__()
         self.head = head
         self.anchor_generator = anchor_generator
@@ -39,6 +41,7 @@ class VLDyHeadModule(nn.Module):
         self.box_selector_test = box_selector_test
         self.loss_weights = dict(loss_weights or {})
         self.tunable_linear = None
+        self.resizer = resizer
         if add_linear_layer:
             self.add_prompt_offset(torch.zeros(1000, lang_dim))
 
@@ -76,7 +79,8 @@ class VLDyHeadModule(nn.Module):
         Returns the head's output dict (see `VLDyHead.forward`) plus `anchors`: per image, per level a BoxList.
         """
         language = self.apply_prompt_offset(language)
-        outputs = self.head(features, language, language["embedded"])
+        embedding = language["embedded"] if self.resizer is None else self.resizer(language["embedded"])
+        outputs = self.head(features, language, embedding)
         outputs["anchors"] = self.anchor_generator(images, features)
         return outputs
 
@@ -99,8 +103,15 @@ class VLDyHeadModule(nn.Module):
                 for name, value in raw.items()}
 
     def detect(self, head_outputs: Dict[str, object], label_to_tokens: Optional[dict]) -> list:
-        """Per image a BoxList (fields `scores`, `labels`); `label_to_tokens` is the prompt's {label: [tokens]}."""
+        """Per image a BoxList (fields `scores`, `labels`); `label_to_tokens` is the prompt's {label: [tokens]}.
+
+        Scores come, as in the reference's post-processor, from the dot-product token logits if the head has them,
+        else from the token classifier's logits (USE_TOKEN_LOSS), else from `cls_logits` (the contrastive-align
+        logits are not scored, as in the reference).
+        """
+        dot_product_logits = head_outputs["dot_product_logits"]
+        token_logits = head_outputs.get("token_logits") if dot_product_logits is None else None
         return self.box_selector_test(head_outputs["box_regression"], head_outputs["centerness"],
                                       head_outputs["anchors"], box_cls=head_outputs["box_cls"],
-                                      dot_product_logits=head_outputs["dot_product_logits"],
+                                      token_logits=token_logits, dot_product_logits=dot_product_logits,
                                       label_to_tokens=label_to_tokens)

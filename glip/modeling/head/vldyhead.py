@@ -33,10 +33,14 @@ class VLDyHead(nn.Module):
         use_fused_features_dot_product: score regions against the tower's fused text (True) or against the
             language backbone's `embedded` features passed to `forward` (False, GLIP-T(A)).
         clamp_dot_product: clamp the token logits to [-50000, 50000] (CLAMP_DOT_PRODUCT).
-        use_contrastive_align: build the MDETR-style contrastive-alignment projections instead.
+        use_contrastive_align: build the MDETR-style contrastive-alignment projections instead
+            (`contrastive_align_projection_image/_text`, temperature `log_scale`).
         contrastive_dim: their width (CONTRASTIVE_HIDDEN_DIM).
         num_tokens, use_token_loss: the old per-location token classifier (USE_TOKEN_LOSS).
-        mlm_head: optional masked-language-model head applied to the fused text (MLM_LOSS).
+        mlm_head: optional masked-language-model head applied, in training, to the text the predictors read
+            (MLM_LOSS).
+        use_shallow_contrastive: also return the FPN features and the normalised text the shallow contrastive
+            loss reads (USE_SHALLOW_CONTRASTIVE_LOSS; needs the dot-product head).
 
     Attribute `trim_padded_tokens` (default False, speed option): in eval mode, run the tower only on the text
     positions up to the batch's last valid token. Valid tokens never attend to padded ones (their keys get 0
@@ -65,16 +69,21 @@ class VLDyHead(nn.Module):
         use_token_loss: bool = False,
         num_tokens: int = 256,
         mlm_head: Optional[nn.Module] = None,
+        use_shallow_contrastive: bool = False,
     ):
         super().__init__()
         if use_dot_product and use_contrastive_align:
             raise ValueError("the dot-product token head and the contrastive-align head exclude each other")
+        if use_shallow_contrastive and not use_dot_product:
+            raise ValueError("the shallow contrastive outputs need the dot-product head's text")
         self.dyhead_tower = nn.Sequential(*tower)
         self.use_dot_product = use_dot_product
         self.use_fused_features_dot_product = use_fused_features_dot_product
         self.clamp_dot_product = clamp_dot_product
         self.use_contrastive_align = use_contrastive_align
         self.use_token_loss = use_token_loss
+        self.contrastive_dim = contrastive_dim
+        self.use_shallow_contrastive = use_shallow_contrastive
 
         bias_value = -math.log((1 - prior_prob) / prior_prob)
         self.cls_logits = nn.Conv2d(channels, num_anchors * num_classes, kernel_size=1)
@@ -125,8 +134,10 @@ class VLDyHead(nn.Module):
 
         Returns a dict: `box_cls`, `box_regression` (after the per-level Scale), `centerness`: lists of
         (B, A*K, H_l, W_l); `dot_product_logits`: list of (B, H_l*W_l*A, T) or None; `token_logits`,
-        `contrastive_logits`, `proj_tokens`, `mlm_logits` where enabled (else None); `fused_visual`: the
-        tower's visual output; `lang`: the tower's language dict.
+        `contrastive_logits` (list of (B, H_l*W_l*A, T)), `proj_tokens` (B, T, CONTRASTIVE_HIDDEN_DIM),
+        `mlm_logits` (B, T, vocab; training only), `shallow_img_emb_feats` (the FPN levels as (B, H_l*W_l, C)) and
+        `shallow_text_emb` (B, T, D) where enabled (else None); `fused_visual`: the tower's visual output;
+        `lang`: the tower's language dict.
         """
         full_len = language["hidden"].shape[1]
         keep = self._trimmed_length(language)
@@ -140,6 +151,8 @@ class VLDyHead(nn.Module):
             embedding = tower_out["lang"]["hidden"]
         out = self.predict(tower_out["visual"], embedding)
         out["lang"] = tower_out["lang"]
+        if self.use_shallow_contrastive:
+            out["shallow_img_emb_feats"] = [flatten_level(f, f.shape[1]) for f in features]
         if keep is not None:
             self._pad_trimmed_(out, original, full_len - keep)
         return out
@@ -149,8 +162,8 @@ class VLDyHead(nn.Module):
         score against; the dict of `forward` without `lang`."""
         out = {"box_cls": [], "box_regression": [], "centerness": [], "dot_product_logits": None,
                "token_logits": None, "contrastive_logits": None, "proj_tokens": None, "mlm_logits": None,
-               "fused_visual": visual}
-        if self.mlm_head is not None:
+               "shallow_img_emb_feats": None, "shallow_text_emb": None, "fused_visual": visual}
+        if self.mlm_head is not None and self.training:
             out["mlm_logits"] = self.mlm_head(embedding)
 
         if self.use_dot_product:
@@ -159,6 +172,8 @@ class VLDyHead(nn.Module):
             token_bias = torch.matmul(normed, self.bias_lang) + self.bias0            # (B, T)
             inv_temp = self.log_scale.exp()
             out["dot_product_logits"] = []
+            if self.use_shallow_contrastive:
+                out["shallow_text_emb"] = normed
         if self.use_contrastive_align:
             out["proj_tokens"] = F.normalize(self.contrastive_align_projection_text(embedding), p=2, dim=-1)
             out["contrastive_logits"] = []
@@ -173,7 +188,7 @@ class VLDyHead(nn.Module):
                 out["token_logits"].append(self.token_logits(x))
             if self.use_contrastive_align:
                 queries = self.contrastive_align_projection_image(x)
-                queries = F.normalize(flatten_level(queries, queries.shape[1]), p=2, dim=-1)
+                queries = F.normalize(flatten_level(queries, self.contrastive_dim), p=2, dim=-1)
                 out["contrastive_logits"].append(
                     torch.matmul(queries, out["proj_tokens"].transpose(-1, -2)) / self.log_scale.exp())
             if self.use_dot_product:

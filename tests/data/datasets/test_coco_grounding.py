@@ -109,17 +109,22 @@ def test_token_limit_drops_classes_and_boxes(tmp_path, tokenizer):
         assert caption[spans[0][0]: spans[0][1]] == "category number {}".format(label)
 
 
-def test_flip_swaps_left_right_in_caption(tmp_path, tokenizer):
+@pytest.mark.parametrize("swap", [False, True])
+def test_flip_keeps_caption_unless_swap_asked(tmp_path, tokenizer, swap):
     cats = [{"id": 1, "name": "left hand"}, {"id": 2, "name": "right hand"}]
     images = [{"id": 1, "file_name": "a.jpg", "width": 20, "height": 10}]
     annotations = [{"image_id": 1, "bbox": [0, 0, 5, 5], "category_id": 1}]
     img_dir, ann = write_coco(tmp_path, images, annotations, cats)
-    transforms = Compose([Resize(10, 100), RandomHorizontalFlip(1.0), ToTensor()])
+    transforms = Compose([Resize(10, 100), RandomHorizontalFlip(1.0, swap_left_right=swap, tokenizer=tokenizer),
+                          ToTensor()])
     ds = CocoGrounding(img_dir, ann, transforms=transforms, tokenizer=tokenizer, disable_shuffle=True,
                        separation_tokens=". ")
     img, target, _ = ds[0]
     assert img.shape == (3, 10, 20)
-    assert target.get_field("caption") == "right hand. left hand"
+    caption = target.get_field("caption")
+    assert caption == ("right hand. left hand" if swap else "left hand. right hand")
+    (beg, end), = target.get_field("tokens_positive")[0]
+    assert caption[beg:end] == ("right hand" if swap else "left hand")  # the spans follow the words
     torch.testing.assert_close(target.bbox, torch.tensor([[15.0, 0.0, 19.0, 4.0]]))
     assert torch.nonzero(target.get_field("positive_map")[0]).flatten().tolist() == [1, 2]
 

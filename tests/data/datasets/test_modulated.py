@@ -58,12 +58,13 @@ def test_flickr_merged_gt_and_train_mode(tmp_path, tokenizer):
     assert target.get_field("greenlight_map").eq(-1).all()
 
 
-def test_flickr_flip_swaps_caption(tmp_path, tokenizer):
+@pytest.mark.parametrize("swap", [False, True])
+def test_flickr_flip_swaps_caption_only_when_asked(tmp_path, tokenizer, swap):
     img_dir, ann = _flickr(tmp_path, merged=True)
-    ds = FlickrDataset(img_dir, ann, transforms=Compose([RandomHorizontalFlip(1.0), ToTensor()]),
-                       tokenizer=tokenizer)
+    flip = RandomHorizontalFlip(1.0, swap_left_right=swap, tokenizer=tokenizer)
+    ds = FlickrDataset(img_dir, ann, transforms=Compose([flip, ToTensor()]), tokenizer=tokenizer)
     img, target, _ = ds[0]
-    assert target.get_field("caption").endswith("on the right")
+    assert target.get_field("caption").endswith("on the right" if swap else "on the left")
     torch.testing.assert_close(target.bbox[0], torch.tensor([38.0, 3.0, 57.0, 12.0]))
 
 

@@ -49,7 +49,30 @@ def test_detect_passes_the_prompt_map_to_the_post_processor():
     assert module.detect(outputs, {1: [1, 2]}) == ["boxes"]
     selector = module.box_selector_test
     assert selector.args == (["reg"], ["ctr"], "anchors")
-    assert selector.kwargs == {"box_cls": ["cls"], "dot_product_logits": ["dot"], "label_to_tokens": {1: [1, 2]}}
+    assert selector.kwargs == {"box_cls": ["cls"], "token_logits": None, "dot_product_logits": ["dot"],
+                               "label_to_tokens": {1: [1, 2]}}
+
+
+def test_detect_scores_the_token_classifier_without_a_dot_product_head():
+    module = VLDyHeadModule(_Head(), _Record("anchors"), box_selector_test=_Record(["boxes"]))
+    outputs = {"box_regression": ["reg"], "centerness": ["ctr"], "box_cls": ["cls"], "dot_product_logits": None,
+               "token_logits": ["tok"], "anchors": "anchors"}
+    module.detect(outputs, {1: [1]})
+    kwargs = module.box_selector_test.kwargs
+    assert kwargs["token_logits"] == ["tok"] and kwargs["dot_product_logits"] is None
+    outputs["dot_product_logits"] = ["dot"]   # both: the dot-product scores win, as in the reference
+    module.detect(outputs, {1: [1]})
+    assert module.box_selector_test.kwargs["token_logits"] is None
+
+
+def test_resizer_maps_the_embedded_text_for_the_head():
+    resizer = nn.Linear(2, 4)
+    module = VLDyHeadModule(_Head(), _Record("anchors"), resizer=resizer)
+    language = _language()
+    module("images", ["features"], language)
+    seen, embedding = module.head.seen
+    torch.testing.assert_close(embedding, resizer(language["embedded"]))
+    assert torch.equal(seen["embedded"], language["embedded"])
 
 
 def test_prompt_offset_is_added_to_a_copy_of_the_text_features():
