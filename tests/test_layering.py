@@ -21,7 +21,7 @@ ALLOWED = {
     "glip.solver": {"glip.utils"},
     "glip.structures": {"glip.layers", "glip.utils"},
     "glip.layers": {"glip._C", "glip.utils"},
-    "glip.config": {"glip.utils"},
+    "glip.config": {"glip.text", "glip.utils"},
     "glip.text": set(),
     "glip.utils": set(),  # comm, logger, lazy, visualize, profiling: leaves
 }

@@ -280,11 +280,19 @@ OPTIONS: Tuple[Option, ...] = (
 
 
 def _is_bert(model_type) -> bool:
-    """bert-base-uncased, or a local folder whose config.json is a BERT config (the language builder's rule)."""
+    """bert-base-uncased, or a model whose config.json is a BERT config: a local folder, a model shipped in an
+    installed package (all-MiniLM-L6-v2) or in the local hub cache (the language builder's rule). A hub id that only
+    the online hub could resolve is left to the builder."""
     if model_type == "bert-base-uncased":
         return True
-    path = os.path.join(str(model_type), "config.json")
-    if not os.path.isfile(path):
+    from glip.text.pretrained import CONFIG_FILES, resolve_pretrained
+
+    try:
+        source = resolve_pretrained(str(model_type), CONFIG_FILES, what="language model config")
+    except FileNotFoundError:
         return False
+    path = os.path.join(source, "config.json")
+    if not os.path.isfile(path):
+        return not os.path.isdir(source)
     with open(path) as f:
         return json.load(f).get("model_type") == "bert"
