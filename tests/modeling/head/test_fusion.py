@@ -208,3 +208,18 @@ def test_attention_width_from_the_project_key(cfg):
     assert attn.v_proj.weight.shape == (256, 256) and attn.out_l_proj.weight.shape == (768, 256)
     from glip.config import cfg as defaults
     assert defaults.MODEL.DYHEAD.FUSE_CONFIG.ATTN_EMBED_DIM == 2048
+
+
+@pytest.mark.parametrize("block_rows", [1, 8, 512])
+def test_blocked_inference_with_scattered_and_missing_valid_tokens(block_rows):
+    torch.manual_seed(1)
+    attn = BiMultiHeadAttention(v_dim=16, l_dim=24, embed_dim=32, num_heads=4).eval()
+    attn.block_rows = block_rows
+    v, l = torch.randn(3, 29, 16), torch.randn(3, 7, 24)
+    mask = torch.tensor([[0, 1, 1, 0, 1, 0, 1], [0] * 7, [1] * 7])  # padded tokens anywhere; none valid
+    with torch.no_grad():
+        blocked = attn(v, l, attention_mask_l=mask)
+        batched = attn._forward_batched(v, l, attention_mask_l=mask)
+        unmasked = attn(v, l), attn._forward_batched(v, l)
+    for got, ref in list(zip(blocked, batched)) + list(zip(*unmasked)):
+        torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
