@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "../ops.h"
+#include "serial_blas.h"
 
 namespace glip {
 namespace {
@@ -79,6 +80,7 @@ std::tuple<at::Tensor, at::Tensor> bi_attention_forward_cpu(const at::Tensor& v_
   const c10::optional<at::Scalar> hi = clamp_max ? c10::optional<at::Scalar>(clamp_limit) : c10::nullopt;
 
   at::parallel_for(0, std::min<int64_t>(n_chunks, at::get_num_threads()), 1, [&](int64_t, int64_t) {
+    const SerialBlasGuard serial_blas;
     for (int64_t chunk = next_chunk++; chunk < n_chunks; chunk = next_chunk++) {
       TextState& state = states[chunk];
       state = empty_state(width, dim, v.options());
