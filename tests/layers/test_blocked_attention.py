@@ -85,3 +85,24 @@ def test_double_precision_and_dispatch():
     exp_v, exp_l = _unblocked(*operands, False)
     torch.testing.assert_close(delta_v, exp_v, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(pooled, exp_l, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dropout,scale", [(0.0, 1.0), (0.0, 300.0), (0.4, 1.0), (0.4, 300.0)])
+def test_training_function_gradcheck(dropout, scale):
+    v, q_t, q_b, u, bias_v, out_bias = _operands(n=13, dim=4, n_txt=3, n_valid=2, scale=scale, dtype=torch.float64)
+    inputs = [t.requires_grad_() for t in (v, q_t, q_b, u, out_bias)]
+
+    def fn(v, q_t, q_b, u, out_bias):  # the same dropout masks on every call: a fresh seeded generator
+        return ba.blocked_bi_attention(v, q_t, q_b, u, bias_v, out_bias, HEADS, True, True, dropout, 4,
+                                       generator=torch.Generator().manual_seed(3))
+
+    assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-4)
+
+
+def test_training_function_forward_matches_unblocked_without_dropout():
+    operands = _operands(n=31, scale=1.0)
+    delta_v, pooled, mass = ba.blocked_bi_attention(*operands, HEADS, True, True, 0.0, block_rows=8)
+    exp_v, exp_l = _unblocked(*operands, True)
+    torch.testing.assert_close(delta_v, exp_v, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(pooled, exp_l, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(mass, torch.ones_like(mass))

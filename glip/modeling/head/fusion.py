@@ -12,7 +12,7 @@ import torch.utils.checkpoint as checkpoint
 from timm.layers import DropPath
 from torch import nn
 
-from glip.layers.blocked_attention import CLAMP_LIMIT, bi_attention_blocks
+from glip.layers.blocked_attention import CLAMP_LIMIT, bi_attention_blocks, blocked_bi_attention
 
 MASKED_TEXT_LOGIT = -9e15
 
@@ -32,8 +32,9 @@ class BiMultiHeadAttention(nn.Module):
     Image side: softmax over text of A + mask bias (-9e15 at padded tokens) -> values_l_proj(l) -> out_v_proj.
     Text side: softmax over ALL visual positions (no image mask) of A^T - rowmax -> values_v_proj(v) -> out_l_proj.
     The clamp flags bound the logits to +-50000 (fp16 safety in the reference). Attention dropout uses the
-    float attribute `dropout`. Without autograd, `blocked_inference` (default True) selects the head-by-head
-    evaluation `_forward_blocked` (same values up to fp32 rounding, half the FLOPs, no (B*heads, N, T) tensors).
+    float attribute `dropout`. `blocked_inference` (default True) selects the blocked evaluations
+    `_forward_blocked` (inference) and `_forward_fused` (training): same values up to fp32 rounding, about half the
+    FLOPs, no (B*heads, N, T) tensors; `block_rows` visual rows per block.
     Returns (delta_v (B, N, v_dim), delta_l (B, T, l_dim)).
     """
 
@@ -93,14 +94,15 @@ class BiMultiHeadAttention(nn.Module):
                 attention_mask_l: torch.Tensor = None) -> Tuple[torch.Tensor, torch.Tensor]:
         """v (B, N, v_dim), l (B, T, l_dim), attention_mask_l (B, T) or None -> (delta_v, delta_l).
 
-        Without autograd (inference) a head-by-head evaluation runs (`_forward_blocked`); it computes the same
-        quantities as the batched formulation used for training (`_forward_batched`) without materialising the
-        (B*heads, N, T) intermediates."""
-        blocked = (self.blocked_inference and not torch.is_grad_enabled() and not self.stable_softmax_2d
-                   and not (self.training and self.dropout > 0))
-        if blocked:
+        The reference's batched formulation (`_forward_batched`, (B*heads, N, T) maps) runs with stable_softmax_2d
+        or when `blocked_inference` is False; otherwise the same quantities are evaluated in blocks of visual rows
+        with the projections folded onto the text side: without autograd by `_forward_blocked` (compiled kernel
+        when built), with autograd or attention dropout by `_forward_fused` (a blocked autograd function)."""
+        if self.stable_softmax_2d or not self.blocked_inference:
+            return self._forward_batched(v, l, attention_mask_l)
+        if not torch.is_grad_enabled() and not (self.training and self.dropout > 0):
             return self._forward_blocked(v, l, attention_mask_l)
-        return self._forward_batched(v, l, attention_mask_l)
+        return self._forward_fused(v, l, attention_mask_l)
 
     def _forward_batched(self, v: torch.Tensor, l: torch.Tensor,
                          attention_mask_l: torch.Tensor = None) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -149,13 +151,24 @@ class BiMultiHeadAttention(nn.Module):
             valid tokens enter this product.
         Same values as `_forward_batched` up to fp32 rounding. No attention dropout (eval); never used with
         stable_softmax_2d (a global max over all heads)."""
+        return self._forward_folded(v, l, attention_mask_l, differentiable=False)
+
+    def _forward_fused(self, v: torch.Tensor, l: torch.Tensor,
+                       attention_mask_l: torch.Tensor = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Training evaluation: the blocked formulation of `_forward_blocked` as one autograd function per image
+        (`glip.layers.blocked_attention.blocked_bi_attention`, backward recomputing the logits block by block),
+        with attention dropout on both softmax maps. Same values and gradients as `_forward_batched` up to fp32
+        rounding (dropout masks aside), less than half its FLOPs and no (B*heads, N, T) tensors."""
+        return self._forward_folded(v, l, attention_mask_l, differentiable=True)
+
+    def _forward_folded(self, v: torch.Tensor, l: torch.Tensor, attention_mask_l, differentiable: bool):
         bsz, n_vis, _ = v.shape
         n_txt = l.shape[1]
         key = self.l_proj(l) * self.scale                                                # (B, T, E)
         value_l = self.values_l_proj(l)                                                  # (B, T, E)
         bias = self._text_bias(attention_mask_l, v.dtype) if attention_mask_l is not None else None
-        deltas = []
-        pooled = v.new_empty(bsz, self.num_heads, n_txt, self.v_dim)
+        dropout = self.dropout if self.training else 0.0
+        deltas, pooled, masses = [], [], []
         for b in range(bsz):
             valid = None if attention_mask_l is None else attention_mask_l[b] != 0
             if valid is not None and (bool(valid.all()) or not bool(valid.any())):
@@ -163,14 +176,20 @@ class BiMultiHeadAttention(nn.Module):
             cols = _TokenColumns(valid, n_txt, self.num_heads, v.device)
             q_t, q_b, u = self._folded_text_side(key[b], value_l[b], cols)
             bias_v = None if bias is None else bias[b, cols.order[:cols.n_valid]].repeat(self.num_heads)
-            delta_b, pooled_b = bi_attention_blocks(
-                v[b], q_t, q_b, u, bias_v, self.out_v_proj.bias, self.num_heads, self.clamp_min_for_underflow,
-                self.clamp_max_for_overflow, self.block_rows)
+            args = (v[b], q_t, q_b, u, bias_v, self.out_v_proj.bias, self.num_heads, self.clamp_min_for_underflow,
+                    self.clamp_max_for_overflow)
+            if differentiable:
+                delta_b, pooled_b, mass_b = blocked_bi_attention(*args, dropout=dropout, block_rows=self.block_rows)
+                masses.append(cols.restore(mass_b[:, None]))
+            else:
+                delta_b, pooled_b = bi_attention_blocks(*args, block_rows=self.block_rows)
             deltas.append(delta_b)
-            pooled[b] = cols.restore(pooled_b)
-        delta_v = deltas[0].unsqueeze(0) if bsz == 1 else torch.stack(deltas)
+            pooled.append(cols.restore(pooled_b))
+        delta_v = torch.stack(deltas) if bsz > 1 else deltas[0].unsqueeze(0)
         w_vv = self.values_v_proj.weight.view(self.num_heads, self.head_dim, self.v_dim).transpose(1, 2)
-        out_l = torch.matmul(pooled, w_vv) + self.values_v_proj.bias.view(self.num_heads, 1, self.head_dim)
+        b_vv = self.values_v_proj.bias.view(self.num_heads, 1, self.head_dim)
+        out_l = torch.matmul(torch.stack(pooled), w_vv)                                 # (B, H, T, d)
+        out_l = out_l + (torch.stack(masses) * b_vv if masses else b_vv)  # the rows of P_l^T sum to `mass`
         return delta_v, self.out_l_proj(out_l.transpose(1, 2).reshape(bsz, n_txt, self.embed_dim))
 
     def _folded_text_side(self, key: torch.Tensor, value_l: torch.Tensor, cols: "_TokenColumns"):
