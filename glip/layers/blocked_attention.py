@@ -16,6 +16,7 @@ the unblocked formulation up to fp32 rounding (summation order).
 from typing import Optional, Tuple
 
 import torch
+from torch.utils.flop_counter import register_flop_formula
 
 from glip.layers import extension
 
@@ -52,6 +53,28 @@ def _bi_attention_blocks_torch(v: torch.Tensor, q_t: torch.Tensor, q_b: torch.Te
     return delta_v, acc / col_sum[:, None]
 
 
+@torch.library.custom_op("glip::bi_attention_forward", mutates_args=())
+def _bi_attention_kernel(v: torch.Tensor, q_t: torch.Tensor, q_b: torch.Tensor, u: torch.Tensor,
+                         bias_v: torch.Tensor, out_bias: torch.Tensor, heads: int, clamp_min: bool, clamp_max: bool,
+                         clamp_limit: float, block_rows: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The compiled kernel as a torch operator (so that dispatch modes, e.g. FlopCounterMode, see it); bias_v
+    empty for none."""
+    return extension.load().bi_attention_forward(v, q_t, q_b, u, bias_v, out_bias, heads, clamp_min, clamp_max,
+                                                 clamp_limit, block_rows)
+
+
+@_bi_attention_kernel.register_fake
+def _(v, q_t, q_b, u, bias_v, out_bias, heads, clamp_min, clamp_max, clamp_limit, block_rows):
+    return v.new_empty(v.shape), v.new_empty(q_t.shape[1], v.shape[1])
+
+
+@register_flop_formula(torch.ops.glip.bi_attention_forward)
+def bi_attention_kernel_flops(v_shape, q_t_shape, q_b_shape, u_shape, *args, out_shape=None, **kwargs) -> int:
+    """Matrix-product FLOPs of the blocked pass: logits v q_t, image side P_v u, text side E^T v."""
+    (n_vis, dim), width, valid_width = v_shape, q_t_shape[1], u_shape[0]
+    return 2 * n_vis * dim * (2 * width + valid_width)
+
+
 def bi_attention_blocks(v: torch.Tensor, q_t: torch.Tensor, q_b: torch.Tensor, u: torch.Tensor,
                         bias_v: Optional[torch.Tensor], out_bias: torch.Tensor, heads: int, clamp_min: bool,
                         clamp_max: bool, block_rows: int = 256) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -69,8 +92,8 @@ def bi_attention_blocks(v: torch.Tensor, q_t: torch.Tensor, q_b: torch.Tensor, u
     ext = extension.load()
     if ext is not None and v.device.type == "cpu" and hasattr(ext, "bi_attention_forward"):
         empty = v.new_empty(0)
-        return ext.bi_attention_forward(v, q_t, q_b, u, empty if bias_v is None else bias_v, out_bias, heads,
-                                        clamp_min, clamp_max, CLAMP_LIMIT, int(block_rows))
+        return _bi_attention_kernel(v, q_t, q_b, u, empty if bias_v is None else bias_v, out_bias, heads,
+                                    clamp_min, clamp_max, CLAMP_LIMIT, int(block_rows))
     return _bi_attention_blocks_torch(v, q_t, q_b, u, bias_v, out_bias, heads, clamp_min, clamp_max, block_rows)
 
 
@@ -113,7 +136,7 @@ class _BlockedBiAttention(torch.autograd.Function):
             attn, _ = _logits(vb, q_t, q_b, clamp_min, clamp_max)
             p_v = _image_probs(attn, bias_v, heads, valid_width)
             if masks_v is not None:
-                masks_v[rows] = torch.rand(p_v.shape, generator=generator) < keep
+                masks_v[rows] = torch.rand(p_v.shape, generator=generator, device=v.device) < keep
                 p_v = p_v * masks_v[rows] / keep
             torch.addmm(out_bias, p_v, u, out=delta_v[rows])
             new_max = torch.maximum(col_max, attn.amax(dim=0))
@@ -122,7 +145,7 @@ class _BlockedBiAttention(torch.autograd.Function):
             e = torch.sub(attn, new_max).exp_()
             col_sum.mul_(rescale).add_(e.sum(dim=0))
             if masks_l is not None:
-                masks_l[rows] = torch.rand(e.shape, generator=generator) < keep
+                masks_l[rows] = torch.rand(e.shape, generator=generator, device=v.device) < keep
                 e = e * masks_l[rows]
             mass.mul_(rescale).add_(e.sum(dim=0))
             acc.mul_(rescale[:, None]).addmm_(e.t(), vb)

@@ -34,7 +34,7 @@ class BiMultiHeadAttention(nn.Module):
     The clamp flags bound the logits to +-50000 (fp16 safety in the reference). Attention dropout uses the
     float attribute `dropout`. `blocked_inference` (default True) selects the blocked evaluations
     `_forward_blocked` (inference) and `_forward_fused` (training): same values up to fp32 rounding, about half the
-    FLOPs, no (B*heads, N, T) tensors; `block_rows` visual rows per block.
+    FLOPs, no (B*heads, N, T) tensors; `block_rows` visual rows per block on the CPU (one block on other devices).
     Returns (delta_v (B, N, v_dim), delta_l (B, T, l_dim)).
     """
 
@@ -97,8 +97,9 @@ class BiMultiHeadAttention(nn.Module):
         The reference's batched formulation (`_forward_batched`, (B*heads, N, T) maps) runs with stable_softmax_2d
         or when `blocked_inference` is False; otherwise the same quantities are evaluated in blocks of visual rows
         with the projections folded onto the text side: without autograd by `_forward_blocked` (compiled kernel
-        when built), with autograd or attention dropout by `_forward_fused` (a blocked autograd function)."""
-        if self.stable_softmax_2d or not self.blocked_inference:
+        when built), with autograd or attention dropout by `_forward_fused` (a blocked autograd function).
+        Under autocast the reference's formulation runs (its clamps are what keeps fp16 finite)."""
+        if self.stable_softmax_2d or not self.blocked_inference or torch.is_autocast_enabled(v.device.type):
             return self._forward_batched(v, l, attention_mask_l)
         if not torch.is_grad_enabled() and not (self.training and self.dropout > 0):
             return self._forward_blocked(v, l, attention_mask_l)
@@ -168,6 +169,7 @@ class BiMultiHeadAttention(nn.Module):
         value_l = self.values_l_proj(l)                                                  # (B, T, E)
         bias = self._text_bias(attention_mask_l, v.dtype) if attention_mask_l is not None else None
         dropout = self.dropout if self.training else 0.0
+        block_rows = self.block_rows if v.device.type == "cpu" else n_vis  # off the CPU: one block (no cache)
         deltas, pooled, masses = [], [], []
         for b in range(bsz):
             valid = None if attention_mask_l is None else attention_mask_l[b] != 0
@@ -179,10 +181,10 @@ class BiMultiHeadAttention(nn.Module):
             args = (v[b], q_t, q_b, u, bias_v, self.out_v_proj.bias, self.num_heads, self.clamp_min_for_underflow,
                     self.clamp_max_for_overflow)
             if differentiable:
-                delta_b, pooled_b, mass_b = blocked_bi_attention(*args, dropout=dropout, block_rows=self.block_rows)
+                delta_b, pooled_b, mass_b = blocked_bi_attention(*args, dropout=dropout, block_rows=block_rows)
                 masses.append(cols.restore(mass_b[:, None]))
             else:
-                delta_b, pooled_b = bi_attention_blocks(*args, block_rows=self.block_rows)
+                delta_b, pooled_b = bi_attention_blocks(*args, block_rows=block_rows)
             deltas.append(delta_b)
             pooled.append(cols.restore(pooled_b))
         delta_v = torch.stack(deltas) if bsz > 1 else deltas[0].unsqueeze(0)
