@@ -77,7 +77,8 @@ def bi_attention_kernel_flops(v_shape, q_t_shape, q_b_shape, u_shape, *args, out
 
 def bi_attention_blocks(v: torch.Tensor, q_t: torch.Tensor, q_b: torch.Tensor, u: torch.Tensor,
                         bias_v: Optional[torch.Tensor], out_bias: torch.Tensor, heads: int, clamp_min: bool,
-                        clamp_max: bool, block_rows: int = 256) -> Tuple[torch.Tensor, torch.Tensor]:
+                        clamp_max: bool, block_rows: int = 256, use_kernel: bool = True
+                        ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Blocked fusion attention of one image (see the module docstring); no autograd.
 
     Args:
@@ -85,12 +86,13 @@ def bi_attention_blocks(v: torch.Tensor, q_t: torch.Tensor, q_b: torch.Tensor, u
             padded tokens of every head]. q_b: (W,) their bias. u: (heads * T_valid, D) folded values of the valid
             columns (out_v_proj included). bias_v: (heads * T_valid,) text bias added before the image-side
             softmax, or None. out_bias: (D,) bias of delta_v. heads: number of heads. clamp_min / clamp_max:
-            clamp the logits to [-50000, 50000]. block_rows: visual rows per block.
+            clamp the logits to [-50000, 50000]. block_rows: visual rows per block. use_kernel: False runs the
+            PyTorch fallback even where the compiled kernel is available (side-by-side benchmarks).
     Returns:
         delta_v (N, D) and P_l^T v (W, D) in column order.
     """
     ext = extension.load()
-    if ext is not None and v.device.type == "cpu" and hasattr(ext, "bi_attention_forward"):
+    if use_kernel and ext is not None and v.device.type == "cpu" and hasattr(ext, "bi_attention_forward"):
         empty = v.new_empty(0)
         return _bi_attention_kernel(v, q_t, q_b, u, empty if bias_v is None else bias_v, out_bias, heads,
                                     clamp_min, clamp_max, CLAMP_LIMIT, int(block_rows))

@@ -74,11 +74,13 @@ class StageTimer:
     """Wall time spent inside named modules, via forward pre/post hooks.
 
     `with StageTimer(stages) as timer: model(...)`, then `timer.seconds` = {name: total seconds during the
-    block} (a module called several times accumulates). `reset()` clears the totals.
+    block} (a module called several times accumulates). `reset()` clears the totals. `clock` (default
+    time.perf_counter) may synchronise a GPU first.
     """
 
-    def __init__(self, stages: Iterable[Tuple[str, nn.Module]]):
+    def __init__(self, stages: Iterable[Tuple[str, nn.Module]], clock=time.perf_counter):
         self.stages = list(stages)
+        self.clock = clock
         self.seconds: Dict[str, float] = {}
         self._start: Dict[str, List[float]] = {}
         self._handles = []
@@ -89,12 +91,12 @@ class StageTimer:
 
     def _pre(self, name):
         def hook(module, args):
-            self._start[name].append(time.perf_counter())
+            self._start[name].append(self.clock())
         return hook
 
     def _post(self, name):
         def hook(module, args, output):
-            self.seconds[name] += time.perf_counter() - self._start[name].pop()
+            self.seconds[name] += self.clock() - self._start[name].pop()
         return hook
 
     def __enter__(self):
@@ -246,17 +248,21 @@ def count_flops(model: nn.Module, run, stages: Optional[Sequence[Tuple[str, nn.M
     return corrected(), per_stage, executed()
 
 
-def gemm_gflops(size: int = 2048, runs: int = 3, dtype: torch.dtype = torch.float32) -> float:
+def gemm_gflops(size: int = 2048, runs: int = 3, dtype: torch.dtype = torch.float32, device="cpu") -> float:
     """Measured dense matrix-product rate (GFLOP/s): median over `runs` of a (size x size) @ (size x size) matmul
-    with the current torch thread setting (one untimed warm-up)."""
-    a = torch.randn(size, size, dtype=dtype)
-    b = torch.randn(size, size, dtype=dtype)
-    out = torch.empty(size, size, dtype=dtype)
+    with the current torch thread setting (one untimed warm-up); on a GPU the clock synchronises."""
+    device = torch.device(device)
+    a = torch.randn(size, size, dtype=dtype, device=device)
+    b = torch.randn(size, size, dtype=dtype, device=device)
+    out = torch.empty(size, size, dtype=dtype, device=device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     torch.mm(a, b, out=out)
     rates = []
     for _ in range(runs):
+        sync()
         start = time.perf_counter()
         torch.mm(a, b, out=out)
+        sync()
         rates.append(2.0 * size ** 3 / (time.perf_counter() - start) / 1e9)
     return statistics.median(rates)
 
@@ -275,17 +281,28 @@ def _stage_medians(samples: List[Dict[str, float]]) -> Dict[str, float]:
     return medians
 
 
+def _flop_columns(sec: float, ref: Optional[float], executed: Optional[float], gemm: float) -> str:
+    if ref is None or executed is None:
+        return ""
+    rate = executed / sec if sec > 0 else 0.0
+    return f" {ref:9.1f} {executed:9.1f} {rate:8.1f} {100 * rate / gemm:6.1f}%"
+
+
 def format_report(result: dict) -> str:
-    """Human-readable table of a `benchmark_model` result."""
+    """Human-readable table of a `benchmark_model` result: per stage the median seconds, the reference's and the
+    executed GFLOP, the executed rate (GFLOP/s) and that rate against the GEMM rate of the same run."""
+    gemm = result["gemm_gflops"]
     lines = [f"input {result['size_hw'][0]}x{result['size_hw'][1]}, batch {result['batch_size']}, "
-             f"{result['threads']} threads, median of {result['runs']} runs"]
+             f"{result['threads']} threads, median of {result['runs']} runs",
+             f"  {'stage':<28s} {'seconds':>10s} {'ref GFLOP':>9s} {'exec GF':>9s} {'GFLOP/s':>8s} {'of GEMM':>7s}"]
+    executed = result.get("stage_executed_gflop", {})
     for name, sec in result["stages"].items():
-        gf = result["stage_gflop"].get(name)
-        flop_text = f"  {gf:8.1f} GFLOP" if gf is not None else ""
-        lines.append(f"  {name:<28s} {sec:8.3f} s{flop_text}")
+        cols = _flop_columns(sec, result["stage_gflop"].get(name), executed.get(name), gemm)
+        lines.append(f"  {name:<28s} {sec:8.3f} s{cols}")
     eff = result["efficiency"]
-    lines.append(f"  {'total':<28s} {result['median_seconds']:8.3f} s  {result['gflop']:8.1f} GFLOP")
-    lines.append(f"GEMM {result['gemm_gflops']:.1f} GFLOP/s, efficiency "
+    cols = _flop_columns(result["median_seconds"], result["gflop"], result["executed_gflop"], gemm) if eff else ""
+    lines.append(f"  {'total':<28s} {result['median_seconds']:8.3f} s{cols}")
+    lines.append(f"GEMM {gemm:.1f} GFLOP/s, efficiency (reference FLOPs) "
                  f"{'n/a' if eff is None else f'{100 * eff:.1f}%'}, peak RSS {result['peak_rss_mb']:.0f} MiB")
     return "\n".join(lines)
 

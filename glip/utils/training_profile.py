@@ -61,7 +61,7 @@ def time_stage(module: nn.Module, args: tuple, kwargs: dict, runs: int, warmup: 
         start = clock()
         outputs = _grad_tensors(module(*args, **kwargs))
         fwd = clock() - start
-        grads = [torch.randn(t.shape, generator=gen, dtype=t.dtype) for t in outputs]
+        grads = [torch.randn(t.shape, generator=gen, dtype=t.dtype).to(t.device) for t in outputs]
         start = clock()
         if outputs:
             torch.autograd.backward(outputs, grads)
@@ -74,8 +74,12 @@ def time_stage(module: nn.Module, args: tuple, kwargs: dict, runs: int, warmup: 
 
 def benchmark_training_step(model: nn.Module, batch: dict, stages: Sequence[Tuple[str, nn.Module]] = (),
                             runs: int = 3, warmup: int = 1, optimizer: Optional[torch.optim.Optimizer] = None,
-                            clock: Callable[[], float] = time.perf_counter) -> dict:
+                            clock: Callable[[], float] = time.perf_counter, amp_dtype: Optional[torch.dtype] = None,
+                            scaler: Optional["torch.amp.GradScaler"] = None) -> dict:
     """Median seconds of a training step of `model(**batch)` (a loss dict) and of each stage alone.
+
+    With `amp_dtype` the forwards run under autocast of the batch's device; `scaler` scales the loss and steps the
+    optimizer (float16).
 
     Returns {"forward", "backward", "optimizer", "step": medians of the whole step's phases, "steps": every step's
     seconds, "stages": {name: {"forward", "backward"}}, "rest": {"forward", "backward"}, "peak_rss_mb"}.
@@ -83,15 +87,25 @@ def benchmark_training_step(model: nn.Module, batch: dict, stages: Sequence[Tupl
     from glip.utils.profiling import peak_rss_mb
 
     model.train()
+    device_type = next(model.parameters()).device.type
+
+    def forward():
+        if amp_dtype is None:
+            return model(**batch)
+        with torch.autocast(device_type, dtype=amp_dtype):
+            return model(**batch)
 
     def one_step():
         model.zero_grad(set_to_none=True)
         t0 = clock()
-        loss = sum(model(**batch).values())
+        loss = sum(forward().values())
         t1 = clock()
-        loss.backward()
+        (loss if scaler is None else scaler.scale(loss)).backward()
         t2 = clock()
-        if optimizer is not None:
+        if optimizer is not None and scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        elif optimizer is not None:
             optimizer.step()
         return t1 - t0, t2 - t1, clock() - t2
 
@@ -99,11 +113,13 @@ def benchmark_training_step(model: nn.Module, batch: dict, stages: Sequence[Tupl
         one_step()
     phases = [one_step() for _ in range(runs)]
     peak = peak_rss_mb()
-    captured = capture_stage_inputs(lambda: model(**batch), stages)
+    captured = capture_stage_inputs(forward, stages)
     stage_times = {}
+    autocast = torch.autocast(device_type, dtype=amp_dtype, enabled=amp_dtype is not None)
     for name, module in stages:
         if name in captured:
-            fwd, bwd = time_stage(module, *captured[name], runs=runs, warmup=warmup, clock=clock)
+            with autocast:
+                fwd, bwd = time_stage(module, *captured[name], runs=runs, warmup=warmup, clock=clock)
             stage_times[name] = {"forward": fwd, "backward": bwd}
     model.zero_grad(set_to_none=True)
     medians = [statistics.median(p[i] for p in phases) for i in range(3)]

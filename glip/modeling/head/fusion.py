@@ -34,7 +34,8 @@ class BiMultiHeadAttention(nn.Module):
     The clamp flags bound the logits to +-50000 (fp16 safety in the reference). Attention dropout uses the
     float attribute `dropout`. `blocked_inference` (default True) selects the blocked evaluations
     `_forward_blocked` (inference) and `_forward_fused` (training): same values up to fp32 rounding, about half the
-    FLOPs, no (B*heads, N, T) tensors; `block_rows` visual rows per block on the CPU (one block on other devices).
+    FLOPs, no (B*heads, N, T) tensors; `block_rows` visual rows per block on the CPU (one block on other devices);
+    `use_kernel` False keeps the inference on the PyTorch fallback of the compiled kernel.
     Returns (delta_v (B, N, v_dim), delta_l (B, T, l_dim)).
     """
 
@@ -56,6 +57,7 @@ class BiMultiHeadAttention(nn.Module):
         self.clamp_max_for_overflow = clamp_max_for_overflow
         self.blocked_inference = True
         self.block_rows = 256
+        self.use_kernel = True
 
         self.v_proj = nn.Linear(v_dim, embed_dim)
         self.l_proj = nn.Linear(l_dim, embed_dim)
@@ -184,7 +186,7 @@ class BiMultiHeadAttention(nn.Module):
                 delta_b, pooled_b, mass_b = blocked_bi_attention(*args, dropout=dropout, block_rows=block_rows)
                 masses.append(cols.restore(mass_b[:, None]))
             else:
-                delta_b, pooled_b = bi_attention_blocks(*args, block_rows=block_rows)
+                delta_b, pooled_b = bi_attention_blocks(*args, block_rows=block_rows, use_kernel=self.use_kernel)
             deltas.append(delta_b)
             pooled.append(cols.restore(pooled_b))
         delta_v = torch.stack(deltas) if bsz > 1 else deltas[0].unsqueeze(0)
