@@ -1,4 +1,5 @@
-"""Blocked evaluation of GLIP's bidirectional fusion attention at inference (no autograd).
+"""Blocked evaluation of GLIP's bidirectional fusion attention: at inference (`bi_attention_blocks`, no autograd)
+and in training (`blocked_bi_attention`, an autograd function whose backward recomputes the blocks).
 
 `bi_attention_blocks` takes the text-side operands already folded into the visual side (all heads side by side,
 see `glip.modeling.head.fusion.BiMultiHeadAttention._forward_blocked`) and walks the N visual rows in blocks, so
@@ -9,9 +10,10 @@ that no (heads, N, T) map is ever materialised:
     text side:  P_l = softmax of every column of A over all N rows, accumulated as an online softmax
                 (running column max and sum, E^T v rescaled whenever the max grows); returns P_l^T v.
 
-The compiled kernel (`glip._C.bi_attention_forward`, CPU) gives each thread whole blocks and merges the threads'
-online-softmax states at the end; the PyTorch fallback runs the same steps block after block. Both agree with
-the unblocked formulation up to fp32 rounding (summation order).
+The compiled kernel (`glip._C.bi_attention_forward`, CPU; called as the torch operator
+`torch.ops.glip.bi_attention_forward`, which carries a FLOP formula) gives each thread whole blocks and merges
+the threads' online-softmax states at the end; the PyTorch fallback runs the same steps block after block. Both
+agree with the unblocked formulation up to fp32 rounding (summation order).
 """
 from typing import Optional, Tuple
 
