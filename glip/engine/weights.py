@@ -34,8 +34,13 @@ class WeightLoadError(RuntimeError):
 
 
 def read_checkpoint(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
-    """The state dict inside a checkpoint file (`model` / `state_dict` entry, or the dict itself)."""
-    path = Path(path)
+    """The state dict inside a checkpoint file (`model` / `state_dict` entry, or the dict itself).
+
+    `path` may also be an `hf://OWNER/REPO/FILE` reference or an `https://` URL (`glip.utils.hub`).
+    """
+    from glip.utils.hub import resolve
+
+    path = Path(resolve(path))
     if not path.is_file():
         raise FileNotFoundError(f"weight file not found: {path}")
     try:

@@ -162,8 +162,7 @@ class SwinTransformerBlock(nn.Module):
         x = window_reverse(windows, ws, hp, wp)
         if self.shift_size > 0:
             x = torch.roll(x, shifts=(self.shift_size, self.shift_size), dims=(1, 2))
-        if pad_r > 0 or pad_b > 0:
-            x = x[:, :height, :width, :].contiguous()
+        x = x[:, :height, :width, :].contiguous()  # no branch on the padding: one exported graph for all sizes
         x = shortcut + self.drop_path(x.view(b, height * width, c))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
@@ -215,8 +214,10 @@ class SwinStage(nn.Module):
     def forward(self, x: torch.Tensor, height: int, width: int):
         """x: (B, H*W, C) -> (stage output (B, H*W, C), next input (B, H'*W', C'), H', W')."""
         ws = self.window_size
-        hp = -(-height // ws) * ws
-        wp = -(-width // ws) * ws
+        # ceil to a multiple of ws written with non-negative operands: ONNX exports `//` as a truncating Div,
+        # which rounds -(-h // ws) the wrong way
+        hp = (height + ws - 1) // ws * ws
+        wp = (width + ws - 1) // ws * ws
         attn_mask = shifted_window_mask(hp, wp, ws, self.shift_size, device=x.device, dtype=x.dtype)
         for blk in self.blocks:
             if self.use_checkpoint and torch.is_grad_enabled():
