@@ -28,6 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from glip.layers import extension  # noqa: E402
+from glip.utils.errors import UserError, run_tool  # noqa: E402
 
 logger = logging.getLogger("benchmark")
 
@@ -117,6 +118,7 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=1, help="images per forward (model mode)")
     parser.add_argument("--weight", default="", help="load these weights first (default: the constructor's)")
     parser.add_argument("--json", default="", help="also write the figures to this file (model mode)")
+    parser.add_argument("--debug", action="store_true", help="on a bad input, also print the traceback")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides (model mode)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -170,17 +172,19 @@ def bench_model(args) -> dict:
     try:
         height, width = (int(v) for v in args.size.lower().split("x"))
     except ValueError:
-        raise SystemExit(f"--size must look like 800x1216, got {args.size!r}")
+        raise UserError(f"--size must look like 800x1216, got {args.size!r}") from None
     c = cfg.clone()
     c.merge_from_file(args.config_file)
     c.merge_from_list(["MODEL.DEVICE", "cpu"] + list(args.opts))
     model = None
     if args.weight:
+        from glip.engine.preflight import check_weight
         from glip.engine.weights import load_weights
         from glip.modeling.detector import build_detection_model
 
+        weight = check_weight(c, args.weight, args.config_file)
         model = build_detection_model(c)
-        load_weights(model, args.weight)
+        load_weights(model, weight)
     result = benchmark_model(c, size_hw=(height, width), runs=args.runs, warmup=args.warmup,
                              threads=args.threads, batch_size=args.batch_size, model=model)
     logger.info(format_report(result))
@@ -190,4 +194,4 @@ def bench_model(args) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_tool(main))

@@ -7,7 +7,9 @@ Examples (paths relative to $DATASET or ./DATASET resolve as the dataset catalog
     python tools/check_dataset.py --format coco --ann-file DATASET/odinw/pothole/train/annotations.json \
         --img-dir DATASET/odinw/pothole/train
     python tools/check_dataset.py --format tsv --yaml DATASET/Objects365/train.cas2000.yaml
-Exit status 0 when every checked dataset is usable, 1 otherwise.
+`--quick` makes only the cheap checks the tools make before every run (glip.data.check.quick_check).
+Exit status 0 when every checked dataset is usable, 1 when a check found problems (the report lists them), 2 for
+a bad command line or config file (one line; `--debug` shows the traceback).
 """
 import argparse
 import logging
@@ -16,15 +18,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from glip.data.check import Report, check_coco, check_tsv  # noqa: E402
+from glip.data.check import Report, check_coco, check_tsv, dataset_inputs, quick_check  # noqa: E402
+from glip.utils.errors import run_tool  # noqa: E402
 
 logger = logging.getLogger("check_dataset")
 
-GROUNDING_FACTORIES = ("FlickrDataset", "MixedDataset", "ModulatedDataset")
 
-
-def check_catalog_name(name: str, check_images: bool = True) -> Report:
-    """Resolve ``name`` through the dataset catalog and check what its factory would read."""
+def check_catalog_name(name: str, check_images: bool = True, quick: bool = False) -> Report:
+    """Resolve ``name`` through the dataset catalog and check what its factory would read (``quick``: only the
+    cheap checks made before a run)."""
     from glip.config.paths_catalog import DatasetCatalog
     from glip.data.datasets import resolve_dataset
 
@@ -32,17 +34,15 @@ def check_catalog_name(name: str, check_images: bool = True) -> Report:
         factory, args = resolve_dataset(name, DatasetCatalog)
     except (KeyError, ValueError, NotImplementedError, FileNotFoundError) as exc:
         report = Report()
-        report.errors.append("{}: {}".format(name, exc))
+        report.errors.append("{}: {}".format(name, str(exc).strip("'\"")))
         return report
-    factory = factory.name
-    if "yaml_file" in args:
-        return check_tsv(args["yaml_file"])
-    if factory == "MixedDataset":
-        return check_coco(args["ann_file"], args["img_folder_coco"], grounding=True, check_images=check_images,
-                          vg_img_dir=args["img_folder_vg"])
-    img_dir = args.get("img_folder", args.get("root"))
-    return check_coco(args["ann_file"], img_dir, grounding=factory in GROUNDING_FACTORIES,
-                      check_images=check_images)
+    inputs = dataset_inputs(factory.name, args)
+    if quick:
+        return quick_check(inputs)
+    if inputs["yaml_file"]:
+        return check_tsv(inputs["yaml_file"])
+    return check_coco(inputs["ann_file"], inputs["img_dir"], grounding=inputs["grounding"],
+                      check_images=check_images, vg_img_dir=inputs["vg_img_dir"])
 
 
 def main(argv=None) -> int:
@@ -54,6 +54,8 @@ def main(argv=None) -> int:
     parser.add_argument("--img-dir")
     parser.add_argument("--yaml", help="TSV dataset yaml")
     parser.add_argument("--skip-images", action="store_true", help="do not look for the image files")
+    parser.add_argument("--quick", action="store_true", help="only the cheap checks the tools make before a run")
+    parser.add_argument("--debug", action="store_true", help="on a bad input, also print the traceback")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -72,7 +74,7 @@ def main(argv=None) -> int:
         cfg.merge_from_file(args.config_file)
         names += register_datasets(cfg, is_train=True) or list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
     for name in names:
-        checks.append((name, lambda name=name: check_catalog_name(name, not args.skip_images)))
+        checks.append((name, lambda name=name: check_catalog_name(name, not args.skip_images, args.quick)))
     if not checks:
         parser.error("give --name, --config-file or --format with paths")
 
@@ -85,4 +87,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))

@@ -10,8 +10,13 @@ Usage:
 folder gets `<name>.png` with the boxes, phrases and scores drawn, and `detections.json` lists all detections
 (boxes in original-image pixels, xyxy). A free `--caption` is split into phrases offline (see
 `glip/engine/phrases.py`); `--categories` (comma separated) may be longer than the language model's 256 tokens:
-the prompt is then split into chunks automatically. Unreadable files are reported by name and skipped; the exit
-code is 1 when any image failed, 2 for a bad command line or a weight file that does not fit the config.
+the prompt is then split into chunks automatically.
+
+Before the model is built, the config, the images (files that do not decode as images are reported by name and
+skipped), the caption (empty, or longer than MODEL.LANGUAGE_BACKBONE.MAX_QUERY_LEN tokens) and the weight file
+(exists, reads safely, fits the config's model) are checked. Exit code 0 when every image was processed, 1 when
+some image failed, 2 for a bad input (one line naming it; `--debug` shows the traceback). `MODEL.DEVICE cuda`
+on a machine without CUDA runs on the CPU.
 """
 import argparse
 import importlib.util
@@ -24,6 +29,8 @@ from typing import Dict, List, Optional, Sequence
 
 if importlib.util.find_spec("glip") is None:
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from glip.utils.errors import DataError, UserError, run_tool  # noqa: E402
 
 logger = logging.getLogger("glip.tools.demo")
 
@@ -46,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass")
     parser.add_argument("--phrases", default="auto", choices=("auto", "separator", "spacy", "rules"),
                         help="phrase extraction for a free caption")
-    parser.add_argument("--device", default=None, help="cpu / cuda (default: cuda when available)")
+    parser.add_argument("--device", default=None, help="cpu / cuda (default: MODEL.DEVICE; cuda without a GPU: cpu)")
+    parser.add_argument("--debug", action="store_true", help="on a bad input, also print the traceback")
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=None, help="config overrides as KEY VALUE pairs")
     return parser
 
@@ -64,7 +72,10 @@ def collect_images(paths: Sequence[str]) -> List[Path]:
         elif path.is_file():
             files.append(path)
         else:
-            raise FileNotFoundError(f"no such image file or folder: {path}")
+            raise DataError(f"no such image file or folder: {path}; check the --image paths")
+    if not files:
+        raise DataError("no image files in {}; give image files or folders holding images (suffixes {})".format(
+            ", ".join(map(str, paths)), ", ".join(IMAGE_SUFFIXES)))
     return files
 
 
@@ -72,26 +83,52 @@ def parse_categories(text: str) -> List[str]:
     names = [name.strip() for name in text.split(",")]
     names = [name for name in names if name]
     if not names:
-        raise ValueError(f"--categories gave no class names: {text!r}")
+        raise DataError(f"--categories gave no class names: {text!r}; give names separated by commas")
     return names
 
 
 def load_config(args):
-    from glip.config import cfg as default_cfg
+    """The merged config (mutable): config file, opts, ``--weight``, ``--device``; the device settled."""
+    from glip.utils import cli
 
-    cfg = default_cfg.clone()
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(list(args.opts or []))
+    cfg = cli.merge_config(cli.base_config(), args.config_file, list(args.opts or []))
     if args.weight:
         cfg.MODEL.WEIGHT = args.weight
     if args.device:
         cfg.MODEL.DEVICE = args.device
-    elif cfg.MODEL.DEVICE.startswith("cuda"):
-        import torch
+    return cli.settle_device(cfg)
 
-        cfg.MODEL.DEVICE = cfg.MODEL.DEVICE if torch.cuda.is_available() else "cpu"
-    cfg.freeze()
-    return cfg
+
+def readable_images(files: Sequence[Path], errors: List[dict]) -> List[Path]:
+    """The files whose header decodes as an image; the others are logged, added to ``errors`` and left out. Raises
+    DataError when none is left."""
+    from PIL import Image
+
+    readable = []
+    for path in files:
+        try:
+            Image.open(path).close()
+            readable.append(path)
+        except Exception as err:  # PIL: UnidentifiedImageError, OSError, SyntaxError, ...
+            message = f"cannot read {path} as an image ({type(err).__name__}); skipped"
+            logger.error("%s", message)
+            errors.append({"file": str(path), "error": message})
+    if not readable:
+        raise DataError(f"{files[0]} is not an image file (nor are the other {len(files) - 1} inputs)"
+                        if len(files) > 1 else f"{files[0]} is not an image file; give a JPEG, PNG, ... file")
+    return readable
+
+
+def check_inputs(cfg, caption, config_file: str):
+    """The caption fits the language model and the weight file fits the config's model (before building it)."""
+    from glip.data.positive_map import load_tokenizer
+    from glip.engine.preflight import check_caption, check_weight
+
+    tokenizer = load_tokenizer(cfg.MODEL.LANGUAGE_BACKBONE.TOKENIZER_TYPE)
+    check_caption(caption, tokenizer, cfg.MODEL.LANGUAGE_BACKBONE.MAX_QUERY_LEN)
+    weight = check_weight(cfg, config_name=config_file)
+    if weight:
+        cfg.MODEL.WEIGHT = weight
 
 
 def detections_to_json(prediction, names: Sequence[str]) -> List[Dict]:
@@ -114,35 +151,29 @@ def _output_path(out_dir: Path, image: Path, used: set) -> Path:
 
 
 def run(args, demo=None) -> int:
-    """Run the demo for parsed `args`; `demo` (a GLIPDemo) skips building the model. Returns the exit code."""
+    """Run the demo for parsed `args`; `demo` (a GLIPDemo) skips building the model. Returns the exit code; a bad
+    input raises a `glip.utils.errors.UserError`."""
     from tqdm import tqdm
 
     from glip.engine.predictor import GLIPDemo, ImageLoadError, load_image
     from glip.utils.visualize import draw_detections
 
-    try:
-        files = collect_images(args.image)
-        caption = parse_categories(args.categories) if args.categories is not None else args.caption
-        if isinstance(caption, str) and not caption.strip():
-            raise ValueError("--caption is empty")
-        if args.batch_size < 1:
-            raise ValueError("--batch-size must be >= 1")
-    except (FileNotFoundError, ValueError) as err:
-        logger.error("%s", err)
-        return 2
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
+    caption = parse_categories(args.categories) if args.categories is not None else args.caption
+    if isinstance(caption, str) and not caption.strip():
+        raise DataError("--caption is empty; give a caption, or class names with --categories")
+    errors = []
+    files = readable_images(collect_images(args.image), errors)
     if demo is None:
-        from glip.engine.weights import WeightLoadError
-
         cfg = load_config(args)
-        try:
-            demo = GLIPDemo(cfg, confidence_threshold=args.threshold,
-                            min_image_size=args.min_image_size or None, phrase_method=args.phrases)
-        except (WeightLoadError, FileNotFoundError) as err:
-            logger.error("%s", err)
-            return 2
+        check_inputs(cfg, caption, args.config_file)
+        cfg.freeze()
+        demo = GLIPDemo(cfg, confidence_threshold=args.threshold,
+                        min_image_size=args.min_image_size or None, phrase_method=args.phrases)
     out_dir = Path(args.output)
     out_dir.mkdir(parents=True, exist_ok=True)
-    records, errors, used = [], [], set()
+    records, used = [], set()
     progress = tqdm(total=len(files), desc="GLIP", unit="image")
     for start in range(0, len(files), args.batch_size):
         batch_files, batch_images = [], []
@@ -159,9 +190,8 @@ def run(args, demo=None) -> int:
         try:
             predictions = demo.predict(batch_images, caption, threshold=args.threshold, batch_size=args.batch_size)
         except ValueError as err:  # a caption problem: the same for every image
-            logger.error("%s", err)
             progress.close()
-            return 2
+            raise DataError(f"{err}; change the caption") from err
         for path, image, prediction in zip(batch_files, batch_images, predictions):
             names = demo.label_names(prediction)
             drawn = draw_detections(image[:, :, ::-1], prediction.bbox, prediction.get_field("labels"),
@@ -181,8 +211,9 @@ def run(args, demo=None) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None, demo=None) -> int:
+    """The command line: parse `argv`, run, return the exit code (bad inputs: one line on stderr and 2)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
-    return run(build_parser().parse_args(argv), demo=demo)
+    return run_tool(lambda arguments: run(build_parser().parse_args(arguments), demo=demo), argv)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,12 @@ Custom COCO-format dataset (one task file, e.g. ``mytask.yaml``)::
 Paths resolve under ``$DATASET`` (see DATA.md). The run stops at once with an error naming the fix when the
 json has no categories, boxes use unknown category ids, or the caption of all class names exceeds 256 tokens
 (the remedy is chunking: one task per group of classes, ``TEST.CHUNKED_EVALUATION`` for evaluation). Few-shot
-files of a custom set: ``python -m glip.data.fewshot --ann-file mydata/train/annotations.json``.
+files of a custom set: ``python -m glip.data.fewshot --ann-file mydata/train/annotations.json``. These checks,
+and those of the weights and dataset files (``glip.engine.preflight``), run for every task before any model is
+built; a bad input ends the run with one line and exit code 2 (``--debug``: traceback).
+
+Ctrl-C or SIGTERM ends the run after the iteration in progress with a checkpoint of it (exit status 128 + the
+signal number); the same command resumes it.
 """
 import importlib.util
 import logging
@@ -44,6 +49,7 @@ if importlib.util.find_spec("glip") is None:
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from glip.utils import cli  # noqa: E402
+from glip.utils.errors import run_tool  # noqa: E402
 
 logger = logging.getLogger("glip.tools.finetune")
 
@@ -56,11 +62,37 @@ def main(cfg, args) -> int:
     return 0
 
 
+def preflight(cfg, args):
+    """The cheap checks of every run: its task config, datasets, category names and starting weights (checked
+    first when the command line names them)."""
+    from glip.data.task_check import check_registered_tasks
+    from glip.engine.finetune import NO_TRAINING_SHOT
+    from glip.engine.preflight import check_datasets, check_start_weights, check_weight
+
+    config_name = args.config_file or None
+    weight_first = cli.names_weight(args.opts)
+    for run_spec in cli.finetune_runs(cfg, args):
+        run_cfg = run_spec.cfg
+        if run_spec.custom_shot == NO_TRAINING_SHOT:  # the pre-trained checkpoint is copied as the result
+            check_weight(run_cfg, config_name=config_name)
+            continue
+        if weight_first:
+            check_start_weights(run_cfg, config_name)
+        check_datasets(run_cfg, is_train=True)
+        check_registered_tasks(run_cfg)
+        if run_cfg.DATASETS.TEST and (not args.skip_test or run_cfg.TEST.DURING_TRAINING
+                                      or run_cfg.SOLVER.USE_AUTOSTEP):
+            check_datasets(run_cfg, is_train=False)
+        if not weight_first:
+            check_start_weights(run_cfg, config_name)
+
+
 def run(argv=None) -> int:
-    """Parse the command line, merge config file and options, set up logging, then :func:`main`."""
+    """Parse the command line, merge config file and options, check the inputs, set up logging, then :func:`main`."""
     args = cli.parse_args("finetune", argv)
-    cli.init_distributed(args)
-    cfg = cli.merge_config(cli.base_config(args), args.config_file, args.opts)
+    cfg = cli.merge_config(cli.base_config(), args.config_file, args.opts)
+    preflight(cfg, args)
+    cli.init_distributed(args, cfg.MODEL.DEVICE)
     if cfg.OUTPUT_DIR:
         os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
     run_logger = cli.setup_run_logger(cfg.OUTPUT_DIR)
@@ -69,12 +101,16 @@ def run(argv=None) -> int:
     run_logger.info("Loaded configuration file %s", args.config_file)
     run_logger.info("Running with config:\n%s", cfg)
     cli.save_config(cfg, os.path.join(cfg.OUTPUT_DIR, "config.yml"))
+    from glip.engine.hooks import TrainingInterrupted
+
     try:
         return main(cfg, args)
+    except TrainingInterrupted as stop:  # SIGINT / SIGTERM: the trainer checkpointed and logged how to resume
+        return stop.exit_code
     finally:
         if hasattr(cli, "shutdown_distributed"):
             cli.shutdown_distributed()
 
 
 if __name__ == "__main__":
-    sys.exit(run())
+    sys.exit(run_tool(run))

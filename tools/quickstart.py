@@ -25,6 +25,8 @@ from pathlib import Path
 if importlib.util.find_spec("glip") is None:
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from glip.utils.errors import run_tool  # noqa: E402
+
 logger = logging.getLogger("glip.tools.quickstart")
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,6 +54,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="torch intra-op threads (0: torch's default); 1 is much faster on a busy shared machine")
     parser.add_argument("--demo-threshold", type=float, default=0.35,
                         help="score threshold of the demo drawing (a correct name scores ~0.35-0.5 after training)")
+    parser.add_argument("--debug", action="store_true", help="on a bad input, also print the traceback")
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="config overrides KEY VALUE ...")
     return parser.parse_args(argv)
 
@@ -86,7 +89,9 @@ def build_config(config_file: str, output_dir: str, data_root: str, opts=()):
     lang.TOKENIZER_TYPE = package_path(lang.TOKENIZER_TYPE)
     cfg.OUTPUT_DIR = os.path.join(output_dir, "train")
     cfg.merge_from_list(list(opts))
-    return cfg
+    from glip.utils.cli import settle_device
+
+    return settle_device(cfg)
 
 
 def generate_data(args, data_root: str) -> dict:
@@ -258,4 +263,4 @@ def run(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run())
+    sys.exit(run_tool(run))

@@ -3,10 +3,14 @@
 Usage (as the reference):
     python tools/test_grounding_net.py --config-file configs/pretrain/glip_Swin_T_O365_GoldG.yaml \
         --weight MODEL/glip_tiny_model_o365_goldg.pth [--task_config configs/odinw_13/pothole.yaml] \
-        TEST.IMS_PER_BATCH 1 MODEL.DEVICE cpu OUTPUT_DIR OUTPUT
+        TEST.IMS_PER_BATCH 1 OUTPUT_DIR OUTPUT
 
 Results go to ``OUTPUT_DIR/eval/<weight file stem>/inference/<dataset>/`` (``OUTPUT_DIR/inference/``
 without ``--weight``); the log to ``log.txt`` in ``OUTPUT_DIR/eval/<stem>``.
+
+Before the model is built, the config, the datasets of every task config and the weight file are checked
+(``glip.engine.preflight``); a bad input ends the run with one line and exit code 2 (``--debug``: traceback).
+``MODEL.DEVICE cuda`` on a machine without CUDA runs on the CPU.
 """
 import importlib.util
 import logging
@@ -17,6 +21,7 @@ if importlib.util.find_spec("glip") is None:
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from glip.utils import cli  # noqa: E402
+from glip.utils.errors import run_tool  # noqa: E402
 
 logger = logging.getLogger("glip.tools.test_grounding_net")
 
@@ -91,6 +96,7 @@ def evaluate(model, cfg, log_dir, distributed):
 
 def main(cfg, args):
     """Build the model, load the checkpoint, evaluate once per task config. Returns the exit code."""
+    from glip.engine.preflight import resolve_weight
     from glip.engine.weights import load_weights
     from glip.modeling.detector import build_detection_model
 
@@ -98,7 +104,7 @@ def main(cfg, args):
     model.to(cfg.MODEL.DEVICE)
     weight = args.weight or cfg.MODEL.WEIGHT
     if weight:
-        load_weights(model, weight)
+        load_weights(model, resolve_weight(weight))
     else:
         logger.warning("no --weight and no MODEL.WEIGHT: evaluating randomly initialised weights")
     log_dir = eval_log_dir(cfg, args.weight)
@@ -120,12 +126,28 @@ def main(cfg, args):
     return 0
 
 
+def preflight(cfg, args):
+    """The cheap checks: every task config merges, its test datasets are usable, the weight fits the model (checked
+    first when the command line names it)."""
+    from glip.engine.preflight import check_datasets, check_weight
+
+    weight_first = bool(args.weight) or cli.names_weight(args.opts)
+    if weight_first:
+        check_weight(cfg, args.weight or cfg.MODEL.WEIGHT, args.config_file or None)
+    task_paths = cli.split_task_configs(args.task_config)
+    for task_cfg in cli.task_config_variants(cfg, ",".join(task_paths), args.opts):
+        check_datasets(task_cfg, is_train=False)
+    if not weight_first:
+        check_weight(cfg, cfg.MODEL.WEIGHT, args.config_file or None)
+
+
 def run(argv=None):
-    """Parse the command line, merge the config, set up logging, then :func:`main`."""
+    """Parse the command line, merge the config, check the inputs, set up logging, then :func:`main`."""
     args = cli.parse_args("test_grounding_net", argv)
-    cli.init_distributed(args)
-    cfg = cli.merge_config(cli.base_config(args), args.config_file, args.opts)
+    cfg = cli.merge_config(cli.base_config(), args.config_file, args.opts)
     cfg.freeze()
+    preflight(cfg, args)
+    cli.init_distributed(args, cfg.MODEL.DEVICE)
     log_dir = eval_log_dir(cfg, args.weight)
     if log_dir:
         os.makedirs(log_dir, exist_ok=True)
@@ -137,4 +159,4 @@ def run(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(run())
+    sys.exit(run_tool(run))

@@ -9,7 +9,12 @@ with the usual torchrun flags); ``SOLVER.IMS_PER_BATCH`` is the global batch.
 
 ``OUTPUT_DIR`` receives (from rank 0 only) ``log.txt``, ``config.yml`` and the checkpoints (``model_XXXXXXX.pth``
 every ``SOLVER.CHECKPOINT_PERIOD`` iterations, ``model_final.pth``, ``last_checkpoint``). Running the same command
-again after a stop resumes from ``last_checkpoint`` (see ``glip.engine.run``).
+again after a stop resumes from ``last_checkpoint`` (see ``glip.engine.run``). Ctrl-C or SIGTERM ends the run after
+the iteration in progress, with a checkpoint of it, and the exit status 128 + the signal number.
+
+Before the model is built, the config, the datasets and the weight file (or the checkpoint to resume from) are
+checked (``glip.engine.preflight``); a bad input ends the run with one line and exit code 2 (``--debug``:
+traceback). ``MODEL.DEVICE cuda`` on a machine without CUDA trains on the CPU.
 """
 import importlib.util
 import logging
@@ -21,6 +26,7 @@ if importlib.util.find_spec("glip") is None:
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from glip.utils import cli  # noqa: E402
+from glip.utils.errors import run_tool  # noqa: E402
 
 logger = logging.getLogger("glip.tools.train_net")
 
@@ -41,16 +47,33 @@ def main(cfg, args):
     return 0
 
 
+def preflight(cfg, args, evaluate: bool):
+    """The cheap checks: training (and, with ``evaluate``, test) datasets, and the weights the run starts from
+    (checked first when the command line names them)."""
+    from glip.engine.preflight import check_datasets, check_start_weights
+
+    weight_first = cli.names_weight(args.opts)
+    if weight_first:
+        check_start_weights(cfg, args.config_file or None)
+    check_datasets(cfg, is_train=True)
+    if evaluate:
+        check_datasets(cfg, is_train=False)
+    if not weight_first:
+        check_start_weights(cfg, args.config_file or None)
+
+
 def run(argv=None):
-    """Parse the command line, merge the config, set up logging, then :func:`main`."""
+    """Parse the command line, merge the config, check the inputs, set up logging, then :func:`main`."""
     args = cli.parse_args("train_net", argv)
-    cli.init_distributed(args)
-    if args.disable_output_distributed and args.local_rank > 0:
-        sys.stdout = open(os.devnull, "w")
-    cfg = cli.merge_config(cli.base_config(args), args.config_file, args.opts)
+    cfg = cli.merge_config(cli.base_config(), args.config_file, args.opts)
     if args.override_output_dir:
         cfg.OUTPUT_DIR = args.override_output_dir
     cfg.freeze()
+    evaluate = bool(cfg.DATASETS.TEST) and (not args.skip_test or cfg.TEST.DURING_TRAINING or cfg.SOLVER.USE_AUTOSTEP)
+    preflight(cfg, args, evaluate)
+    cli.init_distributed(args, cfg.MODEL.DEVICE)
+    if args.disable_output_distributed and args.local_rank > 0:
+        sys.stdout = open(os.devnull, "w")
     if cfg.OUTPUT_DIR:
         os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
     run_logger = cli.setup_run_logger(cfg.OUTPUT_DIR)
@@ -66,10 +89,15 @@ def run(argv=None):
     if args.save_original_config and args.config_file and cli.current_rank() == 0:
         shutil.copy(args.config_file, os.path.join(cfg.OUTPUT_DIR, "config_original.yml"))
     cli.save_config(cfg, config_path)
-    code = main(cfg, args)
+    from glip.engine.hooks import TrainingInterrupted
+
+    try:
+        code = main(cfg, args)
+    except TrainingInterrupted as stop:  # SIGINT / SIGTERM: the trainer checkpointed and logged how to resume
+        code = stop.exit_code
     cli.shutdown_distributed()
     return code
 
 
 if __name__ == "__main__":
-    sys.exit(run())
+    sys.exit(run_tool(run))

@@ -10,7 +10,7 @@ Each name is resolved through the dataset catalog (``glip.config.paths_catalog``
 (:func:`run_arguments`) and the config options it declares (``glip.data.dataset_options``).
 """
 import logging
-from typing import List
+from typing import List, Optional, Sequence
 
 import torch
 
@@ -144,10 +144,11 @@ def make_batch_data_sampler(dataset, sampler, aspect_grouping, images_per_batch:
 
 
 def make_data_loader(cfg, is_train: bool = True, is_distributed: bool = False, num_replicas=None, rank=None,
-                     start_iter: int = 0, tokenizer=None, catalog=None):
+                     start_iter: int = 0, tokenizer=None, catalog=None, dataset_names: Optional[Sequence[str]] = None):
     """The reference's loader construction (see the module docstring); ``catalog`` defaults to the config's
     ``DatasetCatalog`` with ``DATASETS.REGISTER`` entries added. A training loader yields
-    ``train_iterations(cfg, len(loader.dataset))`` batches (from ``start_iter``)."""
+    ``train_iterations(cfg, len(loader.dataset))`` batches (from ``start_iter``). ``dataset_names`` replaces
+    ``DATASETS.TRAIN`` / ``DATASETS.TEST`` (e.g. finetune's registered ``test`` split)."""
     from glip.config.paths_catalog import DatasetCatalog, register_datasets
     from glip.utils.comm import get_world_size
 
@@ -163,6 +164,8 @@ def make_data_loader(cfg, is_train: bool = True, is_distributed: bool = False, n
         register_datasets(cfg, is_train)
         catalog = DatasetCatalog
     dataset_list = cfg.DATASETS.TRAIN if is_train else cfg.DATASETS.TEST
+    if dataset_names is not None:
+        dataset_list = tuple(dataset_names)
     transforms = None if not is_train and cfg.TEST.USE_MULTISCALE else build_transforms(cfg, is_train)
     datasets = build_dataset(cfg, dataset_list, transforms, catalog, is_train, tokenizer)
 
@@ -185,3 +188,6 @@ def make_data_loader(cfg, is_train: bool = True, is_distributed: bool = False, n
     if is_train and not cfg.DATASETS.ALTERNATIVE_TRAINING and not cfg.DATASETS.MULTISTAGE_TRAINING:
         return loaders[0]
     return loaders
+
+
+__all__ = ["make_data_loader", "build_dataset", "train_iterations", "make_data_sampler", "make_batch_data_sampler"]

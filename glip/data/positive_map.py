@@ -26,7 +26,6 @@ maps to no token (a space, or a character the tokenizer dropped) the reference r
 """
 import logging
 import re
-from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -34,7 +33,6 @@ import torch
 logger = logging.getLogger(__name__)
 
 MAX_QUERY_LEN = 256
-BERT_ASSETS = Path(__file__).resolve().parent.parent / "assets" / "bert-base-uncased"
 
 Span = Tuple[int, int]
 
@@ -48,23 +46,11 @@ def clean_name(name: str) -> str:
 
 
 def load_tokenizer(name_or_path: Optional[str] = None):
-    """The BERT uncased tokenizer (shipped vocab, offline).
+    """The tokenizer of ``name_or_path`` (default ``bert-base-uncased``, found offline through the local HF cache or
+    the shipped vocab): :func:`glip.text.build_tokenizer`."""
+    from glip.text import build_tokenizer
 
-    Uses ``glip.modeling.language.build_tokenizer`` when that exists, else ``BertTokenizerFast`` on the bundled
-    folder. ``None`` or ``"bert-base-uncased"`` select the bundled folder.
-    """
-    target = name_or_path
-    if target is None or target == "bert-base-uncased":
-        target = str(BERT_ASSETS)
-    try:
-        from glip.modeling.language import build_tokenizer
-    except ImportError:
-        build_tokenizer = None
-    if build_tokenizer is not None:
-        return build_tokenizer(name_or_path or "bert-base-uncased")
-    from transformers import BertTokenizerFast
-
-    return BertTokenizerFast.from_pretrained(target)
+    return build_tokenizer(name_or_path or "bert-base-uncased")
 
 
 def build_caption(

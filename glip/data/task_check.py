@@ -9,6 +9,8 @@ import json
 import logging
 from typing import List, Optional
 
+from glip.utils.errors import DataError
+
 logger = logging.getLogger(__name__)
 
 CHUNKING_REMEDY = (
@@ -17,7 +19,7 @@ CHUNKING_REMEDY = (
     "evaluate the full category list with TEST.CHUNKED_EVALUATION <categories per prompt>.")
 
 
-class TaskConfigError(ValueError):
+class TaskConfigError(DataError, ValueError):
     """The fine-tuning task cannot be trained as configured; the message names the fix."""
 
 

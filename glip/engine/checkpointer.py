@@ -4,7 +4,8 @@ Layout (as maskrcnn_benchmark): ``save_dir/<name>.pth`` (``model_0002500.pth``, 
 ``model_best.pth``) and ``save_dir/last_checkpoint``, a text file holding the file name of the newest one. A
 checkpoint is a dict: ``model`` (state dict, no ``module.`` prefix), ``optimizer``, ``scheduler`` (a list for
 multi-stage schedules), ``model_ema``, ``scaler`` (GradScaler), ``rng`` (one entry per process: torch, CUDA,
-numpy and python random states) and the caller's extra data (``iteration``, ...).
+numpy and python random states) and the caller's extra data (``iteration``, ...). Everything is tensors and plain
+data (numpy values in the extra data are converted), so a checkpoint loads with ``weights_only``.
 
 Every file is first written to a temporary file in the same directory, flushed to disk, then renamed over the
 target (``os.replace``), so a crash never leaves a half-written checkpoint or ``last_checkpoint``.
@@ -120,7 +121,7 @@ class Checkpointer:
         rng = all_gather(capture_rng_state()) if get_world_size() > 1 else [capture_rng_state()]
         if not self.save_to_disk:
             return
-        data = dict(kwargs)
+        data = {key: plain_data(value) for key, value in kwargs.items()}
         data["model"] = unwrap_model(self.model).state_dict()
         if self.optimizer is not None:
             data["optimizer"] = self.optimizer.state_dict()
@@ -207,10 +208,25 @@ class Checkpointer:
 
 
 def load_checkpoint_file(path: str) -> dict:
-    """A checkpoint dict from ``path`` (tensors and plain data; full unpickling only as a logged fallback)."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # files from other tools may pickle objects; only for files the user trusts
-        logging.getLogger(__name__).warning("%s is not a plain checkpoint (%s); loading with full unpickling",
-                                            path, err)
-        return torch.load(path, map_location="cpu", weights_only=False)
+    """A checkpoint dict from ``path``: tensors and plain data only (``glip.engine.safe_load``; a file holding other
+    objects is refused unless ``GLIP_TRUST_CHECKPOINTS=1``)."""
+    from glip.engine.safe_load import load_checkpoint
+
+    return load_checkpoint(path)
+
+
+def plain_data(value):
+    """``value`` with numpy scalars as Python numbers and numpy arrays as tensors (in dicts, lists and tuples), so
+    that the checkpoint loads with ``weights_only``."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value)
+    if isinstance(value, dict):
+        value = value.copy()
+        for key in value:
+            value[key] = plain_data(value[key])
+        return value
+    if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
+        return type(value)(plain_data(v) for v in value)
+    return value

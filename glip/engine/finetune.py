@@ -51,19 +51,12 @@ def prepare_model(cfg, model, cache_language: bool = True):
     return model
 
 
-def _test_config(cfg, splits):
-    test_cfg = cfg.clone()
-    test_cfg.defrost()
-    test_cfg.DATASETS.TEST = tuple(splits)
-    return test_cfg
-
-
 def evaluate_splits(cfg, model, splits, distributed: bool = False, subdir: str = "") -> list:
     """Evaluate ``model`` on each registered split; results in ``OUTPUT_DIR[/<subdir>]/inference/<split>``."""
     from glip.engine.run import run_test
 
-    test_cfg = _test_config(cfg, splits)
-    return run_test(test_cfg, model, distributed, output_dir=os.path.join(cfg.OUTPUT_DIR, subdir) if subdir else None)
+    output_dir = os.path.join(cfg.OUTPUT_DIR, subdir) if subdir else None
+    return run_test(cfg, model, distributed, output_dir=output_dir, dataset_names=splits)
 
 
 def load_best(cfg, model) -> str:
@@ -161,3 +154,6 @@ def run_finetune(cfg, args, train_fn: Optional[Callable] = None, pretrained_lang
         cli.save_config(run_spec.cfg, os.path.join(run_spec.cfg.OUTPUT_DIR, "config.yml"))
         models.append(finetune_task(run_spec, args, train_fn, pretrained_language))
     return models
+
+
+__all__ = ["run_finetune", "finetune_task", "prepare_model", "evaluate_splits", "load_best", "save_task_prompt"]

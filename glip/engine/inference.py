@@ -44,9 +44,9 @@ def inference(model, data_loader, dataset_name, iou_types=("bbox",), box_only=Fa
               visualizer=None) -> Optional[EvalResult]:
     """Run `model` over `data_loader` and evaluate with the dataset's protocol (see the module docstring).
 
-    Batches are `(ImageList, targets, dataset indices, ...)`. `visualizer`, if given, is called on every batch as
-    `visualizer(images, targets, indices, outputs)` with the per-image BoxLists (network-input pixels). Returns
-    the evaluator's `EvalResult` on rank 0, None on other ranks.
+    Batches are `glip.data.collate.Batch` (`images`, `targets`, dataset `indices`, ...). `visualizer`, if given,
+    is called on every batch as `visualizer(images, targets, indices, outputs)` with the per-image BoxLists
+    (network-input pixels). Returns the evaluator's `EvalResult` on rank 0, None on other ranks.
     """
     check_options(cfg)
     dataset = data_loader.dataset
@@ -96,13 +96,12 @@ def inference_on_dataset(model, data_loader, evaluator: DatasetEvaluator, run_ba
     for step, batch in enumerate(iterator):
         if step == subset:
             break
-        images, targets, indices = batch[0], batch[1], batch[2]
-        images = images.to(device)
+        images = batch.images.to(device)
         with torch.no_grad():
-            outputs = run_batch(model, images, targets)
+            outputs = run_batch(model, images, batch.targets)
         if visualizer is not None:
-            visualizer(images, targets, indices, outputs)
-        evaluator.process([as_int(i) for i in indices], targets, outputs)
+            visualizer(images, batch.targets, batch.indices, outputs)
+        evaluator.process([as_int(i) for i in batch.indices], batch.targets, outputs)
 
 
 def log_inference_time(total: float, num_images: int):
@@ -189,3 +188,6 @@ def _run_batch(model, images: ImageList, targets, task: str, queries, maps, plus
     if len(per_chunk) == 1:
         return per_chunk[0]
     return [BoxList.concate_box_list([chunk[i] for chunk in per_chunk]) for i in range(count)]
+
+
+__all__ = ["inference", "inference_on_dataset", "make_batch_runner", "check_options", "label_offset"]

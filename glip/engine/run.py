@@ -14,8 +14,9 @@
 4. weights: if ``OUTPUT_DIR/last_checkpoint`` exists the run resumes from it (model, optimizer, scheduler, EMA,
    scaler, RNG, iteration), else ``MODEL.WEIGHT`` is loaded (``glip.engine.weights.load_weights``: an official
    GLIP checkpoint as is, or a backbone-only file by suffix matching);
-5. the training loader restarts at the resumed iteration; EMA (``SOLVER.MODEL_EMA``), tensorboard writer and the
-   evaluation function are made; ``glip.engine.trainer.do_train`` runs.
+5. the training loader restarts at the resumed iteration; the tensorboard writer is made and
+   ``glip.engine.trainer.do_train`` runs (EMA of ``SOLVER.MODEL_EMA`` from the weights loaded, hooks for
+   logging, evaluation, checkpoints and a checkpointed stop on SIGINT / SIGTERM).
 
 Pretrained BERT (decision): the reference builds BERT from the HuggingFace weights and lets ``MODEL.WEIGHT``
 overwrite them. Here the model is built from the BERT config only; when the run does not resume and
@@ -27,11 +28,11 @@ when online). When they cannot be found the run stops with an error, unless ``pr
 import logging
 import os
 import random
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional, Sequence, Tuple
 
 import torch
 
-from glip.engine.ema import ModelEma, unwrap_model
+from glip.engine.ema import unwrap_model
 from glip.modeling.freezing import FreezePolicy, train_net_policy
 from glip.utils.comm import get_rank, is_main_process, synchronize
 
@@ -74,7 +75,7 @@ def load_pretrained_language(model: torch.nn.Module, name_or_path: str):
     """
     from transformers import BertModel
 
-    from glip.modeling.language.pretrained import WEIGHT_FILES, resolve_pretrained
+    from glip.text.pretrained import WEIGHT_FILES, resolve_pretrained
 
     source = resolve_pretrained(name_or_path, WEIGHT_FILES, what="BERT weights")
     bert = unwrap_model(model).language_backbone.body.model
@@ -155,6 +156,49 @@ def make_tensorboard_writer(log_dir: str):
     return SummaryWriter(log_dir=log_dir)
 
 
+def build_model_on_device(cfg) -> Tuple[torch.nn.Module, torch.device]:
+    """The model ``cfg`` describes on ``MODEL.DEVICE``, its BN statistics reset with ``MODEL.BACKBONE.RESET_BN``."""
+    from glip.modeling.detector import build_detection_model
+
+    model = build_detection_model(cfg)
+    device = torch.device(cfg.MODEL.DEVICE)
+    model.to(device)
+    if cfg.MODEL.BACKBONE.RESET_BN:
+        reset_bn_statistics(model)
+    return model, device
+
+
+def validation_loader(cfg, distributed: bool):
+    """The loader of ``DATASETS.TEST[0]`` when ``TEST.DURING_TRAINING`` or ``SOLVER.USE_AUTOSTEP``, else None."""
+    from glip.data.build import make_data_loader
+
+    if not (cfg.TEST.DURING_TRAINING or cfg.SOLVER.USE_AUTOSTEP):
+        return None
+    return make_data_loader(cfg, is_train=False, is_distributed=distributed)[0]
+
+
+def prepare_for_training(cfg, model, freeze_policy: Optional[FreezePolicy] = None,
+                         prepare_model: Optional[Callable] = None):
+    """Give ``model`` its freeze policy (default ``train_net_policy(cfg)``), then ``prepare_model(cfg, model)``."""
+    trainable = model.set_freeze_policy(train_net_policy(cfg) if freeze_policy is None else freeze_policy)
+    logger.info("%d parameter tensors train, %d are frozen", len(trainable),
+                sum(1 for _ in model.parameters()) - len(trainable))
+    return model if prepare_model is None else prepare_model(cfg, model)
+
+
+def resume_or_load(cfg, model, checkpointer, data_loader, pretrained_language: bool = True,
+                   skip_optimizer: bool = False) -> dict:
+    """The ``arguments`` of the run (``iteration``, ...): resumed from ``OUTPUT_DIR/last_checkpoint``, the training
+    loader restarted there, or ``{"iteration": 0}`` with the initial weights loaded (:func:`load_initial_weights`).
+    EMA and scaler states of a resume stay in ``arguments`` for the trainer to restore."""
+    arguments = {"iteration": 0}
+    arguments.update(load_initial_weights(cfg, model, checkpointer, pretrained_language, skip_optimizer))
+    if arguments["iteration"] > 0:
+        logger.info("Resuming training at iteration %d", arguments["iteration"])
+        restart_loader_at(data_loader, arguments["iteration"])
+    return arguments
+
+
 def train(cfg, local_rank: int = 0, distributed: bool = False, use_tensorboard: bool = False,
           skip_optimizer_resume: bool = False, prepare_model: Optional[Callable] = None,
           pretrained_language: bool = True, val_fn: Optional[Callable] = None,
@@ -171,63 +215,42 @@ def train(cfg, local_rank: int = 0, distributed: bool = False, use_tensorboard: 
     ``val_fn(model, iteration) -> float``: evaluation during training; default: inference on the validation
     loader when ``TEST.DURING_TRAINING`` or ``SOLVER.USE_AUTOSTEP``.
     Only rank 0 writes checkpoints (``OUTPUT_DIR/model_XXXXXXX.pth``, ``model_final.pth``, ``last_checkpoint``).
+    SIGINT / SIGTERM end the run after the iteration in progress with a checkpoint
+    (``glip.engine.hooks.TrainingInterrupted``).
     """
     from glip.data.build import make_data_loader, train_iterations
     from glip.engine.checkpointer import Checkpointer
     from glip.engine.trainer import do_train, train_options
-    from glip.modeling.detector import build_detection_model
     from glip.solver.build import make_lr_scheduler, make_optimizer
 
-    model = build_detection_model(cfg)
-    device = torch.device(cfg.MODEL.DEVICE)
-    model.to(device)
-    if cfg.MODEL.BACKBONE.RESET_BN:
-        reset_bn_statistics(model)
+    model, device = build_model_on_device(cfg)
     if cfg.SOLVER.GRAD_CLIP > 0:
         logger.warning("SOLVER.GRAD_CLIP has no effect (as in the reference); use SOLVER.CLIP_GRADIENTS")
-
     data_loader = make_data_loader(cfg, is_train=True, is_distributed=distributed, start_iter=0)
-    max_iter = train_iterations(cfg, len(data_loader.dataset))  # logged by the loader and by do_train
-    data_loader_val = None
-    if val_fn is None and (cfg.TEST.DURING_TRAINING or cfg.SOLVER.USE_AUTOSTEP):
-        data_loader_val = make_data_loader(cfg, is_train=False, is_distributed=distributed)[0]
-    trainable = model.set_freeze_policy(train_net_policy(cfg) if freeze_policy is None else freeze_policy)
-    logger.info("%d parameter tensors train, %d are frozen", len(trainable),
-                sum(1 for _ in model.parameters()) - len(trainable))
-    if prepare_model is not None:
-        model = prepare_model(cfg, model)
-
+    options = train_options(cfg, max_iter=train_iterations(cfg, len(data_loader.dataset)))
+    if val_fn is None:
+        val_fn = make_val_fn(cfg, validation_loader(cfg, distributed), device)
+    model = prepare_for_training(cfg, model, freeze_policy, prepare_model)
     optimizer = make_optimizer(cfg, model)
-    scheduler = make_lr_scheduler(cfg, optimizer, max_iter=max_iter)
+    scheduler = make_lr_scheduler(cfg, optimizer, max_iter=options.max_iter)
     if distributed:
         model = wrap_distributed(cfg, model, local_rank, device)
-
-    options = train_options(cfg)
     checkpointer = Checkpointer(model, optimizer, scheduler, cfg.OUTPUT_DIR, save_to_disk=get_rank() == 0)
-    arguments = {"iteration": 0}
-    # EMA and scaler are not attached yet: a resume returns their states in ``arguments`` and do_train restores
-    # them; otherwise the EMA starts from the weights just loaded.
-    arguments.update(load_initial_weights(cfg, model, checkpointer, pretrained_language, skip_optimizer_resume))
-    ema = ModelEma(model, decay=options.ema_decay) if options.ema_decay > 0 else None
-    if arguments["iteration"] > 0:
-        logger.info("Resuming training at iteration %d", arguments["iteration"])
-        restart_loader_at(data_loader, arguments["iteration"])
-
-    if val_fn is None:
-        val_fn = make_val_fn(cfg, data_loader_val, device)
+    arguments = resume_or_load(cfg, model, checkpointer, data_loader, pretrained_language, skip_optimizer_resume)
     tb_writer = make_tensorboard_writer(cfg.OUTPUT_DIR) if use_tensorboard else None
     try:
-        do_train(model, data_loader, optimizer, scheduler, checkpointer, device, cfg.SOLVER.CHECKPOINT_PERIOD,
-                 arguments, cfg=cfg, val_fn=val_fn, tb_writer=tb_writer, ema=ema,
-                 max_iter=max_iter, options=options)
+        do_train(model, data_loader, optimizer, scheduler, checkpointer, device, arguments, options, val_fn=val_fn,
+                 tb_writer=tb_writer)
     finally:
         if tb_writer is not None:
             tb_writer.close()
     return model
 
 
-def run_test(cfg, model, distributed: bool = False, output_dir: Optional[str] = None) -> list:
-    """Evaluate ``model`` on every ``DATASETS.TEST`` set (results under ``<output_dir>/inference/<name>``).
+def run_test(cfg, model, distributed: bool = False, output_dir: Optional[str] = None,
+             dataset_names: Optional[Sequence[str]] = None) -> list:
+    """Evaluate ``model`` on every dataset of ``dataset_names`` (default ``DATASETS.TEST``); results under
+    ``<output_dir>/inference/<name>`` (``output_dir`` defaults to ``OUTPUT_DIR``).
 
     Returns the per-dataset ``EvalResult`` of ``glip.engine.inference.inference`` (None on ranks other than 0).
     """
@@ -235,9 +258,10 @@ def run_test(cfg, model, distributed: bool = False, output_dir: Optional[str] = 
     from glip.engine.inference import inference
 
     output_dir = cfg.OUTPUT_DIR if output_dir is None else output_dir
-    loaders = make_data_loader(cfg, is_train=False, is_distributed=distributed)
+    names = tuple(cfg.DATASETS.TEST if dataset_names is None else dataset_names)
+    loaders = make_data_loader(cfg, is_train=False, is_distributed=distributed, dataset_names=names)
     results = []
-    for name, loader in zip(cfg.DATASETS.TEST, loaders):
+    for name, loader in zip(names, loaders):
         folder = os.path.join(output_dir, "inference", name) if output_dir else None
         if folder and is_main_process():
             os.makedirs(folder, exist_ok=True)
@@ -247,3 +271,8 @@ def run_test(cfg, model, distributed: bool = False, output_dir: Optional[str] = 
                                  output_folder=folder, cfg=cfg))
         synchronize()
     return results
+
+
+__all__ = ["train", "run_test", "seed_everything", "load_initial_weights", "resume_or_load", "build_model_on_device",
+           "prepare_for_training", "validation_loader", "make_val_fn", "eval_score", "wrap_distributed",
+           "reset_bn_statistics", "restart_loader_at", "load_pretrained_language", "make_tensorboard_writer"]

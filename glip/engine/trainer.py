@@ -1,26 +1,31 @@
-"""The training loop of the reference (``do_train``): forward to a loss dict, backward, step, schedule, log,
-checkpoint, evaluate.
+"""The training loop of the reference (``do_train``), as a :class:`Trainer` with hooks (detectron2's
+``TrainerBase`` / ``HookBase``).
 
-Per iteration: skip batches with too many images without boxes (``MAX_NEG_PER_BATCH``), forward under optional
-autocast, sum the loss terms, stop on a NaN/inf loss (or skip the step with ``skip_nonfinite``), backward (scaled
-by a GradScaler for float16), ``optimizer.step()`` (which clips the full-model gradient norm when the optimizer
-was built with ``CLIP_GRADIENTS``), ``scheduler.step()``, EMA update, loss logging (reduced over processes),
-periodic evaluation (``val_fn``) and checkpoints. A run resumed from its last checkpoint continues exactly where
-the uninterrupted run would be, provided the data loader restarts at ``arguments["iteration"]``.
+One iteration (:meth:`Trainer.run_step`): forward under optional autocast, sum the loss terms, stop on a NaN/inf
+loss (or skip the step with ``skip_nonfinite``), backward (scaled by a GradScaler for float16),
+``optimizer.step()`` (which clips the full-model gradient norm when the optimizer was built with
+``CLIP_GRADIENTS``), ``scheduler.step()``, the weight-decay schedule, the EMA update. Batches with too many images
+without boxes (``max_neg_per_batch``) are skipped before it. Around it, the hooks of ``glip.engine.hooks``: loss
+logging and tensorboard, periodic evaluation (auto-step, auto-termination), checkpoints, and a stop on SIGINT /
+SIGTERM that checkpoints first.
+
+Settings come from one place: :class:`TrainOptions`, built from the config at the edge by :func:`train_options`.
+A run resumed from its last checkpoint continues exactly where the uninterrupted run would be, provided the data
+loader restarts at ``arguments["iteration"]``.
 """
 import dataclasses
-import datetime
 import logging
 import math
 import time
-from collections import defaultdict, deque
-from typing import Callable, Optional
+from typing import List, Optional, Sequence
 
 import torch
 
+from glip.data.collate import Batch
 from glip.engine.amp import autocast, make_grad_scaler, resolve_amp_dtype
 from glip.engine.ema import ModelEma
-from glip.utils.comm import all_gather, is_main_process, reduce_dict, reduce_sum
+from glip.engine.hooks import HookBase, standard_hooks
+from glip.utils.comm import reduce_dict, reduce_sum
 
 logger = logging.getLogger("glip.trainer")
 
@@ -38,15 +43,17 @@ class NonFiniteLossError(FloatingPointError):
 
 @dataclasses.dataclass
 class TrainOptions:
-    """Loop settings (the reference reads them from ``cfg.SOLVER`` / ``cfg.MODEL``, see :func:`train_options`)."""
+    """Every setting of the loop (the reference reads them from ``cfg.SOLVER`` / ``cfg.MODEL``, see
+    :func:`train_options`). ``max_iter``: the schedule length; checkpoints (and evaluations) every
+    ``checkpoint_period`` iterations; ``log_period``: a progress line every that many iterations."""
+    max_iter: int
+    checkpoint_period: int = 2500
     use_amp: bool = False
     amp_dtype: Optional[torch.dtype] = None
     ema_decay: float = 0.0
     skip_nonfinite: bool = False
     max_neg_per_batch: Optional[float] = None
     log_period: int = 20
-    max_epoch: int = 0
-    checkpoint_per_epoch: float = -1.0
     auto_terminate_patience: int = -1
     use_autostep: bool = False
     use_ema_for_monitor: bool = False
@@ -54,69 +61,165 @@ class TrainOptions:
     weight_decay_schedule_ratio: float = 0.667
 
 
-def train_options(cfg) -> TrainOptions:
-    """:class:`TrainOptions` from the official keys (``SOLVER.SKIP_NONFINITE`` / ``SOLVER.AMP_DTYPE`` if present)."""
+def train_options(cfg, max_iter: int) -> TrainOptions:
+    """:class:`TrainOptions` of a run of ``max_iter`` iterations from the official keys (plus ``SOLVER.SKIP_NONFINITE``
+    / ``SOLVER.AMP_DTYPE`` if present). ``SOLVER.CHECKPOINT_PER_EPOCH`` (with ``MAX_EPOCH >= 1``) sets the
+    checkpoint period in epochs instead of ``SOLVER.CHECKPOINT_PERIOD``."""
     solver = cfg.SOLVER
     amp_dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(solver.get("AMP_DTYPE", "") or "")
+    period = solver.CHECKPOINT_PERIOD
+    if solver.CHECKPOINT_PER_EPOCH != -1 and solver.MAX_EPOCH >= 1:
+        period = int(max_iter * solver.CHECKPOINT_PER_EPOCH // solver.MAX_EPOCH)
     return TrainOptions(
-        use_amp=solver.USE_AMP, amp_dtype=amp_dtype, ema_decay=solver.MODEL_EMA,
-        skip_nonfinite=bool(solver.get("SKIP_NONFINITE", False)), max_neg_per_batch=solver.MAX_NEG_PER_BATCH,
-        max_epoch=solver.MAX_EPOCH,
-        checkpoint_per_epoch=solver.CHECKPOINT_PER_EPOCH, auto_terminate_patience=solver.AUTO_TERMINATE_PATIENCE,
+        max_iter=max_iter, checkpoint_period=max(int(period), 1), use_amp=solver.USE_AMP, amp_dtype=amp_dtype,
+        ema_decay=solver.MODEL_EMA, skip_nonfinite=bool(solver.get("SKIP_NONFINITE", False)),
+        max_neg_per_batch=solver.MAX_NEG_PER_BATCH, auto_terminate_patience=solver.AUTO_TERMINATE_PATIENCE,
         use_autostep=solver.USE_AUTOSTEP, use_ema_for_monitor=solver.USE_EMA_FOR_MONITOR,
         weight_decay_schedule=solver.WEIGHT_DECAY_SCHEDULE,
         weight_decay_schedule_ratio=solver.WEIGHT_DECAY_SCHEDULE_RATIO)
 
 
-class SmoothedValue:
-    """A series with its median over the last ``window_size`` values and its global average."""
+@dataclasses.dataclass
+class StepResult:
+    """What one iteration leaves for the hooks: the loss terms reduced over processes (rank 0 holds the
+    average), their sum, whether the loss was finite, and the seconds spent waiting for data / in total."""
+    loss_terms: dict
+    total_loss: torch.Tensor
+    finite: bool
+    data_time: float = 0.0
+    batch_time: float = 0.0
 
-    def __init__(self, window_size: int = 20):
-        self.deque = deque(maxlen=window_size)
-        self.total = 0.0
-        self.count = 0
 
-    def update(self, value: float):
-        self.deque.append(value)
-        self.count += 1
-        self.total += value if value == value else 0.0
+class Trainer:
+    """Trains ``model`` with ``optimizer`` / ``scheduler`` on ``device`` as :class:`TrainOptions` say.
+
+    The EMA copy (``ema_decay > 0``) and the GradScaler (float16 autocast) are made when training starts, from
+    the weights loaded by then, and attached to ``checkpointer``. State the hooks read: ``iteration`` (the
+    loader position: skipped batches count), ``start_iter``, ``arguments`` (saved with every checkpoint),
+    ``last_step`` (:class:`StepResult`), ``checkpointed_iteration`` (the iteration ``last_checkpoint`` names).
+    """
+
+    def __init__(self, model, optimizer, scheduler, checkpointer, device, options: TrainOptions,
+                 hooks: Sequence[HookBase] = ()):
+        self.model, self.optimizer, self.scheduler, self.checkpointer = model, optimizer, scheduler, checkpointer
+        self.device, self.options = device, options
+        self.hooks: List[HookBase] = list(hooks)
+        self.amp_dtype = resolve_amp_dtype(device, options.use_amp, options.amp_dtype)
+        self.ema: Optional[ModelEma] = None
+        self.scaler: Optional[torch.amp.GradScaler] = None
+        self.decay_schedule = None
+        self.arguments: dict = {}
+        self.iteration = self.start_iter = 0
+        self.checkpointed_iteration: Optional[int] = None
+        self.last_step: Optional[StepResult] = None
+        self.stop_reason: Optional[str] = None
+        self.completed = False
 
     @property
-    def median(self) -> float:
-        return torch.tensor(list(self.deque)).median().item()
+    def max_iter(self) -> int:
+        return self.options.max_iter
 
-    @property
-    def global_avg(self) -> float:
-        return self.total / max(self.count, 1)
+    def train(self, data_loader, arguments: dict) -> dict:
+        """Train from ``arguments["iteration"]`` to ``max_iter`` over ``data_loader`` (batches of
+        ``glip.data.collate.Batch`` from that iteration on); returns ``arguments``. Entries ``model_ema`` /
+        ``scaler`` of ``arguments`` (a resume) are restored into the EMA / scaler."""
+        self._setup(arguments)
+        for hook in self.hooks:
+            hook.before_train(self)
+        self.model.train()  # the model's freeze policy keeps its frozen parts (e.g. a frozen BERT) in eval mode
+        try:
+            self._loop(data_loader)
+            self.completed = True
+        finally:
+            for hook in self.hooks:
+                hook.after_train(self)
+        return arguments
 
+    def _setup(self, arguments: dict):
+        self.arguments = arguments
+        self.iteration = self.start_iter = arguments["iteration"]
+        self.checkpointed_iteration = self.start_iter if self.start_iter > 0 else None
+        self.scaler = make_grad_scaler(self.device, self.amp_dtype)
+        if self.options.ema_decay > 0:
+            self.ema = ModelEma(self.model, decay=self.options.ema_decay)
+        if self.ema is not None and "model_ema" in arguments:
+            self.ema.load_state_dict(arguments.pop("model_ema"))
+        if self.scaler is not None and "scaler" in arguments:
+            self.scaler.load_state_dict(arguments.pop("scaler"))
+        self.checkpointer.ema, self.checkpointer.scaler = self.ema, self.scaler
+        if self.options.weight_decay_schedule and hasattr(self.scheduler, "milestones"):
+            self.decay_schedule = _WeightDecaySchedule(self.scheduler, self.options.weight_decay_schedule_ratio)
 
-class MetricLogger:
-    """Named :class:`SmoothedValue` meters; ``str()`` gives ``name: median (global avg)`` joined by ``delimiter``."""
+    def _loop(self, data_loader):
+        end = time.time()
+        for position, batch in enumerate(self._iterate(data_loader), self.start_iter + 1):
+            if _too_many_negatives(batch.targets, self.options.max_neg_per_batch):
+                logger.info("[WARNING] Sampled %d negative in %d in a batch, greater the allowed ratio %s, skip",
+                            sum(len(t) < 1 for t in batch.targets), len(batch.targets),
+                            self.options.max_neg_per_batch)
+                continue
+            data_time = time.time() - end
+            self.iteration = self.arguments["iteration"] = position
+            self.last_step = self.run_step(batch)
+            self.last_step.data_time, self.last_step.batch_time = data_time, time.time() - end
+            end = time.time()
+            for hook in self.hooks:
+                hook.after_step(self)
+                if self.stop_reason is not None:
+                    return
+            if self.iteration >= self.max_iter:
+                return
 
-    def __init__(self, delimiter: str = "  "):
-        self.meters = defaultdict(SmoothedValue)
-        self.delimiter = delimiter
+    def _iterate(self, data_loader):
+        """``iter(data_loader)``; when resuming, without a draw from the global torch RNG. (A DataLoader draws its
+        workers' base seed when an iterator is made: the uninterrupted run drew it at iteration 0, before the
+        state the checkpoint holds, so drawing again after the restore would shift every later random number.)"""
+        if self.start_iter == 0:
+            return iter(data_loader)
+        state = torch.get_rng_state()
+        iterator = iter(data_loader)
+        torch.set_rng_state(state)
+        return iterator
 
-    def update(self, **kwargs):
-        for name, value in kwargs.items():
-            self.meters[name].update(value.item() if torch.is_tensor(value) else float(value))
+    def run_step(self, batch: Batch) -> StepResult:
+        """One optimisation step on ``batch`` (see the module docstring)."""
+        with autocast(self.device, self.amp_dtype):
+            loss_dict = _forward(self.model, batch, self.device)
+        losses = sum(loss_dict.values())
+        finite = _all_finite(losses)
+        self.optimizer.zero_grad()
+        if finite:
+            self._backward_and_step(losses)
+        elif self.options.skip_nonfinite:
+            logger.error("Non-finite loss at iteration %d (%s): step skipped", self.iteration,
+                         {k: float(v.detach()) for k, v in loss_dict.items()})
+        else:
+            raise NonFiniteLossError(self.iteration, {k: float(v.detach()) for k, v in loss_dict.items()})
+        self.scheduler.step()
+        if self.decay_schedule is not None:
+            self.decay_schedule.step(self.optimizer)
+        reduced = reduce_dict({k: v.detach().float() for k, v in loss_dict.items()})
+        if self.ema is not None:
+            self.ema.update(self.model)
+        return StepResult(loss_terms=reduced, total_loss=sum(reduced.values()), finite=finite)
 
-    def __getattr__(self, name):
-        meters = self.__dict__.get("meters", {})
-        if name in meters:
-            return meters[name]
-        raise AttributeError("'MetricLogger' object has no attribute '{}'".format(name))
+    def _backward_and_step(self, losses: torch.Tensor):
+        if self.scaler is None:
+            losses.backward()
+            self.optimizer.step()
+            return
+        self.scaler.scale(losses).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
 
-    def __str__(self):
-        return self.delimiter.join("{}: {:.4f} ({:.4f})".format(name, meter.median, meter.global_avg)
-                                   for name, meter in self.meters.items())
+    def save_checkpoint(self, name: str):
+        """``checkpointer.save(name)`` with ``arguments`` (on every process; rank 0 writes)."""
+        self.checkpointer.save(name, **self.arguments)
+        self.checkpointed_iteration = self.iteration
 
-
-def _unpack(batch):
-    """``(images, targets, positive_map)`` from a collator batch ``(images, targets, idxs, positive_map, ...)``."""
-    images, targets = batch[0], batch[1]
-    positive_map = batch[3] if len(batch) > 3 else None
-    return images, targets, positive_map
+    def request_stop(self, reason: str):
+        """End the run after the current iteration (the remaining hooks of this iteration are skipped)."""
+        self.stop_reason = reason
 
 
 def _too_many_negatives(targets, max_neg_per_batch: Optional[float]) -> bool:
@@ -132,25 +235,18 @@ def _all_finite(losses: torch.Tensor) -> bool:
     return reduce_sum(bad).item() == 0
 
 
-def _forward(model, images, targets, positive_map, device):
-    images = images.to(device)
-    targets = [t.to(device) for t in targets]
+def _forward(model, batch: Batch, device) -> dict:
+    """``model(images, targets=..., captions=[each target's caption], positive_map=batch.positive_map)`` (without
+    captions when the targets have none): a dict of scalar losses."""
+    images = batch.images.to(device)
+    targets = [t.to(device) for t in batch.targets]
     captions = [t.get_field("caption") for t in targets if "caption" in t.fields()]
+    positive_map = batch.positive_map
     if torch.is_tensor(positive_map):
         positive_map = positive_map.to(device)
     if captions:
         return model(images, targets=targets, captions=captions, positive_map=positive_map)
     return model(images, targets=targets)
-
-
-def _progress_line(meters, iteration, max_iter, optimizer) -> str:
-    eta = datetime.timedelta(seconds=int(meters.time.global_avg * (max_iter - iteration)))
-    parts = ["eta: {}".format(eta), "iter: {}".format(iteration), str(meters),
-             "lr: {:.6f}".format(optimizer.param_groups[0]["lr"]),
-             "wd: {:.6f}".format(optimizer.param_groups[0]["weight_decay"])]
-    if torch.cuda.is_available():
-        parts.append("max mem: {:.0f}".format(torch.cuda.max_memory_allocated() / 1024.0 / 1024.0))
-    return meters.delimiter.join(parts)
 
 
 class _WeightDecaySchedule:
@@ -171,142 +267,13 @@ class _WeightDecaySchedule:
             self.target += 1
 
 
-def do_train(model, data_loader, optimizer, scheduler, checkpointer, device, checkpoint_period: int,
-             arguments: dict, cfg=None, val_fn: Optional[Callable] = None, meters=None, tb_writer=None,
-             ema: Optional[ModelEma] = None, scaler=None, max_iter: Optional[int] = None,
-             options: Optional[TrainOptions] = None, **overrides):
-    """Train from ``arguments["iteration"]`` to ``max_iter`` (default ``len(data_loader)``); returns ``arguments``.
-
-    The data loader yields collator batches ``(images, targets, idxs, positive_map, positive_map_eval,
-    greenlight_map)`` starting at the resume iteration. The model is called as ``model(images, targets=targets,
-    captions=[caption of each target], positive_map=positive_map)`` (or without captions when targets have
-    none) and returns a dict of scalar losses. Settings come from ``options``, else ``train_options(cfg)``, else
-    the :class:`TrainOptions` defaults, with ``overrides`` (e.g. ``use_amp=True``) applied on top.
-
-    ``val_fn(model, iteration) -> float | None`` runs every ``checkpoint_period`` iterations and at the end (the
-    model is in eval mode meanwhile); ``tb_writer`` (a SummaryWriter) gets the scalars on rank 0. EMA (``ema``,
-    or one made for ``ema_decay > 0``) and GradScaler (``scaler``, or one made for float16 autocast) are attached
-    to ``checkpointer`` and restored from ``arguments`` entries ``model_ema`` / ``scaler`` if present there.
-    """
-    opts = options or (train_options(cfg) if cfg is not None else TrainOptions())
-    opts = dataclasses.replace(opts, **overrides)
-    meters = meters if meters is not None else MetricLogger()
-    max_iter = len(data_loader) if max_iter is None else max_iter
-    start_iter = arguments["iteration"]
-    if opts.checkpoint_per_epoch != -1 and opts.max_epoch >= 1:
-        checkpoint_period = int(max_iter * opts.checkpoint_per_epoch // opts.max_epoch)
-    checkpoint_period = max(int(checkpoint_period), 1)
-
-    amp_dtype = resolve_amp_dtype(device, opts.use_amp, opts.amp_dtype)
-    if scaler is None:
-        scaler = make_grad_scaler(device, amp_dtype)
-    if ema is None and opts.ema_decay > 0:
-        ema = ModelEma(model, decay=opts.ema_decay)
-    if ema is not None and "model_ema" in arguments:
-        ema.load_state_dict(arguments.pop("model_ema"))
-    if scaler is not None and "scaler" in arguments:
-        scaler.load_state_dict(arguments.pop("scaler"))
-    checkpointer.ema = checkpointer.ema if getattr(checkpointer, "ema", None) is not None else ema
-    checkpointer.scaler = checkpointer.scaler if getattr(checkpointer, "scaler", None) is not None else scaler
-    decay_schedule = (_WeightDecaySchedule(scheduler, opts.weight_decay_schedule_ratio)
-                      if opts.weight_decay_schedule and hasattr(scheduler, "milestones") else None)
-    patience_counter, previous_best = 0, 0.0
-    main_process = is_main_process()
-
-    logger.info("Start training at iteration %d of %d", start_iter, max_iter)
-    model.train()  # the model's freeze policy keeps its frozen parts (e.g. a frozen BERT) in eval mode
-    start_training_time = end = time.time()
-    iteration = start_iter
-    for iteration, batch in enumerate(data_loader, start_iter):
-        images, targets, positive_map = _unpack(batch)
-        if _too_many_negatives(targets, opts.max_neg_per_batch):
-            logger.info("[WARNING] Sampled %d negative in %d in a batch, greater the allowed ratio %s, skip",
-                        sum(len(t) < 1 for t in targets), len(targets), opts.max_neg_per_batch)
-            continue
-        data_time = time.time() - end
-        iteration += 1
-        arguments["iteration"] = iteration
-
-        with autocast(device, amp_dtype):
-            loss_dict = _forward(model, images, targets, positive_map, device)
-        losses = sum(loss_dict.values())
-        finite = _all_finite(losses)
-        optimizer.zero_grad()
-        if finite:
-            if scaler is not None:
-                scaler.scale(losses).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                losses.backward()
-                optimizer.step()
-        elif opts.skip_nonfinite:
-            logger.error("Non-finite loss at iteration %d (%s): step skipped", iteration,
-                         {k: float(v.detach()) for k, v in loss_dict.items()})
-        else:
-            raise NonFiniteLossError(iteration, {k: float(v.detach()) for k, v in loss_dict.items()})
-        scheduler.step()
-        if decay_schedule is not None:
-            decay_schedule.step(optimizer)
-
-        loss_dict_reduced = reduce_dict({k: v.detach().float() for k, v in loss_dict.items()})
-        losses_reduced = sum(loss_dict_reduced.values())
-        if finite:
-            meters.update(loss=losses_reduced, **loss_dict_reduced)
-        if ema is not None:
-            ema.update(model)
-        batch_time = time.time() - end
-        end = time.time()
-        meters.update(time=batch_time, data=data_time)
-        if main_process and tb_writer is not None:
-            for name, value in dict(loss=losses_reduced, **loss_dict_reduced).items():
-                tb_writer.add_scalar(name, float(value), iteration)
-            tb_writer.add_scalar("lr", optimizer.param_groups[0]["lr"], iteration)
-            tb_writer.add_scalar("time", batch_time, iteration)
-        if main_process and (iteration % opts.log_period == 0 or iteration == max_iter):
-            logger.info(_progress_line(meters, iteration, max_iter, optimizer))
-
-        if val_fn is not None and (iteration % checkpoint_period == 0 or iteration == max_iter):
-            eval_result = _evaluate(val_fn, model, ema if opts.use_ema_for_monitor else None, iteration)
-            arguments["eval_result"] = eval_result
-            if opts.use_autostep:
-                scheduler.step(all_gather(eval_result)[0])
-            if opts.auto_terminate_patience != -1:
-                if eval_result < previous_best:
-                    patience_counter += 1
-                else:
-                    patience_counter, previous_best = 0, eval_result
-                    checkpointer.save("model_best", **arguments)
-                logger.info("Previous best %s, patience counter %d, eval result %s", previous_best,
-                            patience_counter, eval_result)
-                if patience_counter >= opts.auto_terminate_patience:
-                    logger.info("Auto termination at %d, current best %s", iteration, previous_best)
-                    break
-
-        if iteration % checkpoint_period == 0:
-            checkpointer.save("model_{:07d}".format(iteration), **arguments)
-        if iteration >= max_iter:
-            checkpointer.save("model_final", **arguments)
-            break
-
-    total = time.time() - start_training_time
-    logger.info("Total training time: %s (%.4f s / it)", datetime.timedelta(seconds=int(total)),
-                total / max(iteration - start_iter, 1))
-    return arguments
+def do_train(model, data_loader, optimizer, scheduler, checkpointer, device, arguments: dict,
+             options: TrainOptions, val_fn=None, tb_writer=None) -> dict:
+    """Train with the standard hooks (``glip.engine.hooks.standard_hooks``: logging, ``tb_writer`` scalars,
+    evaluation by ``val_fn(model, iteration) -> float | None``, checkpoints, stop on SIGINT / SIGTERM) from
+    ``arguments["iteration"]`` to ``options.max_iter``; returns ``arguments``."""
+    hooks = standard_hooks(options, val_fn=val_fn, tb_writer=tb_writer)
+    return Trainer(model, optimizer, scheduler, checkpointer, device, options, hooks).train(data_loader, arguments)
 
 
-def _evaluate(val_fn, model, ema, iteration):
-    """``val_fn`` on the model (on the EMA copy instead when ``ema`` is given); the model is back in train mode
-    afterwards. Returns the result (0.0 when ``val_fn`` returns None)."""
-    if is_main_process():
-        logger.info("Evaluating at iteration %d", iteration)
-    model.eval()
-    with torch.no_grad():
-        result = val_fn(model, iteration)
-        if ema is not None:
-            result = val_fn(ema.ema, iteration)
-    model.train()
-    return 0.0 if result is None else result
-
-
-__all__ = ["do_train", "TrainOptions", "train_options", "NonFiniteLossError", "MetricLogger", "SmoothedValue"]
+__all__ = ["do_train", "Trainer", "HookBase", "StepResult", "TrainOptions", "train_options", "NonFiniteLossError"]

@@ -174,3 +174,6 @@ def build_detection_model(cfg) -> GeneralizedVLRCNN:
         one_hot_classes=cfg.MODEL.DYHEAD.NUM_CLASSES if cfg.DATASETS.ONE_HOT else 0,
         mask_special=cfg.MODEL.LANGUAGE_BACKBONE.MASK_SPECIAL,
     )
+
+
+__all__ = ["GeneralizedVLRCNN", "build_detection_model"]

@@ -132,3 +132,6 @@ def make_lr_scheduler(cfg, optimizer, max_iter: Optional[int] = None):
         return WarmupReduceLROnPlateau(optimizer, max_iter, solver.GAMMA, eta_min=solver.MIN_LR,
                                        patience=solver.STEP_PATIENCE, **warmup)
     return WarmupMultiStepLR(optimizer, resolve_milestones(solver.STEPS, max_iter), solver.GAMMA, **warmup)
+
+
+__all__ = ["make_optimizer", "make_lr_scheduler", "build_param_groups", "resolve_milestones"]

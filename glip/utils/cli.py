@@ -14,6 +14,10 @@ reference tools, so the official command lines work unchanged:
   ``--shuffle_seeds`` settings, the opts once more, then ``OUTPUT_DIR/ft_task_<i>[_seed_<s>]``
   and the ``SOLVER.TUNING_HIGHLEVEL_OVERRIDE`` expansion (:func:`apply_tuning_highlevel_override`).
 
+Every merge ends by settling ``MODEL.DEVICE`` (``glip.utils.device.select_device``: ``cuda`` on a machine without
+CUDA becomes ``cpu`` with one warning). Config errors are ``glip.utils.errors.ConfigError`` (one line naming the
+key and the file or options); the tools print them through ``glip.utils.errors.run_tool``.
+
 This module is the tools' edge: the only place below ``tools/`` that writes into a config.
 """
 import argparse
@@ -26,6 +30,8 @@ from typing import Iterator, List, Optional, Sequence
 
 from glip.config import cfg as default_cfg
 from glip.modeling.freezing import TUNING_MODES
+from glip.utils.device import select_device
+from glip.utils.errors import DEBUG_FLAG, ConfigFileNotFoundError, WeightFileNotFoundError
 from glip.utils.logger import setup_logger
 
 TOOLS = ("train_net", "test_grounding_net", "finetune")
@@ -84,8 +90,15 @@ def build_parser(tool: str) -> argparse.ArgumentParser:
         parser.add_argument("--use_prepared_data", action="store_true",
                             help="use the pre-sampled few-shot splits <name>_<shot>_<seed> of the task config")
         parser.add_argument("--keep_testing", action="store_true", help="also evaluate on the registered 'test' split")
+    add_debug_flag(parser)
     parser.add_argument("opts", help="config overrides as KEY VALUE pairs", default=None, nargs=argparse.REMAINDER)
     return parser
+
+
+def add_debug_flag(parser: argparse.ArgumentParser):
+    """``--debug``: show the traceback of an error (``glip.utils.errors.run_tool`` reads it; so does GLIP_DEBUG=1)."""
+    parser.add_argument(DEBUG_FLAG, action="store_true",
+                        help="on a bad input, also print the traceback (or set GLIP_DEBUG=1)")
 
 
 def parse_args(tool: str, argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -100,8 +113,9 @@ def parse_args(tool: str, argv: Optional[Sequence[str]] = None) -> argparse.Name
     return args
 
 
-def init_distributed(args: argparse.Namespace) -> bool:
-    """Join the process group when launched with several processes (nccl on GPU, gloo on CPU)."""
+def init_distributed(args: argparse.Namespace, device: Optional[str] = None) -> bool:
+    """Join the process group when launched with several processes: nccl when the run's ``device`` (default:
+    CUDA when available) is a GPU, gloo on CPU."""
     if not args.distributed:
         return False
     import datetime
@@ -112,7 +126,8 @@ def init_distributed(args: argparse.Namespace) -> bool:
     if dist.is_initialized():
         return True
     backend = "gloo"
-    if torch.cuda.is_available():
+    on_gpu = torch.cuda.is_available() if device is None else torch.device(device).type == "cuda"
+    if on_gpu:
         torch.cuda.set_device(args.local_rank)
         backend = "nccl"
     dist.init_process_group(backend=backend, init_method=getattr(args, "dist_url", "env://"),
@@ -131,13 +146,11 @@ def shutdown_distributed():
         dist.destroy_process_group()
 
 
-def base_config(args: Optional[argparse.Namespace] = None):
-    """A mutable copy of the defaults; with ``args``, carrying ``local_rank``/``num_gpus`` like the reference."""
+def base_config():
+    """A mutable copy of the defaults. Nothing else is hung on it: the reference's ``cfg.local_rank`` /
+    ``cfg.num_gpus`` travel as arguments (``args.local_rank``, ``args.num_gpus``)."""
     cfg = default_cfg.clone()
     cfg.defrost()
-    if args is not None:
-        cfg.local_rank = args.local_rank
-        cfg.num_gpus = args.num_gpus
     return cfg
 
 
@@ -154,6 +167,17 @@ def merge_config(cfg, config_file: Optional[str] = None, opts: Sequence[str] = (
     if task_config:
         cfg.merge_from_file(task_config)
         cfg.merge_from_list(list(opts))
+    return settle_device(cfg)
+
+
+def names_weight(opts: Sequence[str]) -> bool:
+    """True when the trailing options set ``MODEL.WEIGHT`` (the tools check such an explicit input first)."""
+    return "MODEL.WEIGHT" in list(opts)[0::2]
+
+
+def settle_device(cfg):
+    """``MODEL.DEVICE`` of ``cfg`` (mutable) replaced by the device this machine runs it on; returns ``cfg``."""
+    cfg.MODEL.DEVICE = select_device(cfg.MODEL.DEVICE)
     return cfg
 
 
@@ -167,7 +191,8 @@ def split_task_configs(task_config: Optional[str]) -> List[str]:
         if any(ch in entry for ch in "*?["):
             matches = sorted(glob.glob(entry))
             if not matches:
-                raise FileNotFoundError("--task_config pattern {!r} matches no file".format(entry))
+                raise ConfigFileNotFoundError("--task_config pattern {!r} matches no file; check the path".format(
+                    entry))
             paths.extend(matches)
         else:
             paths.append(entry)
@@ -188,7 +213,7 @@ def task_config_variants(cfg, task_config: Optional[str], opts: Sequence[str]) -
         variant.defrost()
         variant.merge_from_file(path)
         variant.merge_from_list(list(opts))
-        yield variant
+        yield settle_device(variant)
 
 
 @dataclass
@@ -207,8 +232,11 @@ def expand_ft_tasks(ft_tasks: str, config_file: str) -> List[str]:
     if not ft_tasks:
         return [config_file]
     files = []
-    for pattern in ft_tasks.split(","):
-        files.extend(sorted(glob.glob(pattern)))
+    for pattern in (p for p in ft_tasks.split(",") if p):
+        matches = sorted(glob.glob(pattern))
+        if not matches:
+            raise ConfigFileNotFoundError("--ft-tasks {!r} matches no file; check the path".format(pattern))
+        files.extend(matches)
     return files
 
 
@@ -235,11 +263,17 @@ def finetune_runs(cfg, args: argparse.Namespace) -> Iterator[FinetuneRun]:
             run_cfg.merge_from_list(args.opts)
             if "last_checkpoint" in run_cfg.MODEL.WEIGHT:
                 pointer = run_cfg.MODEL.WEIGHT.replace("model_last_checkpoint.pth", "last_checkpoint")
-                with open(pointer, "r") as f:
-                    last = f.read()
+                try:
+                    with open(pointer, "r") as f:
+                        last = f.read()
+                except OSError as err:
+                    raise WeightFileNotFoundError("MODEL.WEIGHT {} names the last checkpoint of a run, but {} cannot "
+                                                  "be read ({}); give the checkpoint file itself".format(
+                                                      run_cfg.MODEL.WEIGHT, pointer, err.strerror)) from err
                 run_cfg.MODEL.WEIGHT = run_cfg.MODEL.WEIGHT.replace("model_last_checkpoint.pth", last)
             run_cfg.OUTPUT_DIR = output_dir
             apply_tuning_highlevel_override(run_cfg)
+            settle_device(run_cfg)
             run_cfg.freeze()
             yield FinetuneRun(task_id, task_file, seed, custom_shot, run_cfg)
 

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import NamedTuple, Optional
 from urllib.parse import unquote, urlparse
 
+from glip.utils.errors import WeightFileError, WeightFileNotFoundError
+
 logger = logging.getLogger(__name__)
 
 HF_SCHEME = "hf://"
@@ -28,7 +30,7 @@ _HF_HOSTS = ("huggingface.co", "hf.co")
 _HF_URL = re.compile(r"^/(?P<repo>[^/]+/[^/]+)/(?:resolve|blob)/(?P<revision>[^/]+)/(?P<path>.+)$")
 
 
-class HubFileNotCachedError(FileNotFoundError):
+class HubFileNotCachedError(WeightFileNotFoundError):
     """A hub file or URL that is not in the cache while downloads are off (or impossible)."""
 
 
@@ -53,7 +55,7 @@ def parse_hub_reference(name: str) -> Optional[HubReference]:
     if name.startswith(HF_SCHEME):
         parts = name[len(HF_SCHEME):].split("/")
         if len(parts) < 3 or not all(parts):
-            raise ValueError(f"{name!r} is not of the form hf://OWNER/REPO/PATH (e.g. "
+            raise WeightFileError(f"{name!r} is not of the form hf://OWNER/REPO/PATH (e.g. "
                              "hf://GLIPModel/GLIP/glip_tiny_model_o365_goldg.pth)")
         repo, _, revision = parts[1].partition("@")
         return HubReference(f"{parts[0]}/{repo}", "/".join(parts[2:]), revision or None)
@@ -108,7 +110,8 @@ def _resolve_hub_file(name: str, reference: HubReference, cache: Path) -> str:
         path = hf_hub_download(reference.repo_id, reference.filename, revision=reference.revision,
                                cache_dir=str(cache), local_files_only=offline())
     except (EntryNotFoundError, RepositoryNotFoundError) as err:
-        raise FileNotFoundError(f"{name}: no such file in the hub ({type(err).__name__})") from err
+        raise WeightFileNotFoundError(f"{name}: no such file in the hub ({type(err).__name__}); check the "
+                                      "repository and file name") from err
     except LocalEntryNotFoundError as err:
         why = "HF_HUB_OFFLINE=1 forbids downloading it" if offline() else "the hub cannot be reached"
         raise _not_cached(name, cache, why) from err

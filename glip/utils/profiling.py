@@ -1,9 +1,10 @@
-"""CPU benchmark of a GLIP model: per-stage median times, counted FLOPs, the machine's GEMM rate and peak RSS.
+"""CPU benchmark tools for a GLIP model: per-stage median times, counted FLOPs, the machine's GEMM rate and peak RSS.
 
-`benchmark_model(cfg, size_hw, runs, warmup, threads)` builds the model of a config (or takes one), feeds a
-random image batch with the 80-class COCO prompt and returns a JSON-ready dict with `median_seconds`, `gflop`,
-`gemm_gflops`, `efficiency` (= FLOPs / (median time x GEMM rate)), `peak_rss_mb` and `stages` (median seconds
-of the backbone, FPN, language model, every dyhead tower module, the predictors, anchors and post-processing).
+`glip.engine.benchmark.benchmark_model(cfg, size_hw, runs, warmup, threads)` (also importable from here) builds
+the model of a config (or takes one), feeds a random image batch with the 80-class COCO prompt and returns a
+JSON-ready dict with `median_seconds`, `gflop`, `gemm_gflops`, `efficiency` (= FLOPs / (median time x GEMM
+rate)), `peak_rss_mb` and `stages` (median seconds of the backbone, FPN, language model, every dyhead tower
+module, the predictors, anchors and post-processing).
 
 FLOPs are counted, not estimated: `torch.utils.flop_counter.FlopCounterMode` counts every matrix product and
 convolution (attention products included); the modulated deformable convs, which it cannot see through (compiled
@@ -138,14 +139,22 @@ def window_attention_flops(module: nn.Module, args: Sequence, kwargs: dict, outp
     return 2 * windows * (n * c * 3 * c + n * c * c + 2 * n * n * c)
 
 
-def _reference_formulas():
-    """Module class -> FLOP formula replacing what FlopCounterMode sees inside it."""
-    from glip.layers.deform_conv import ModulatedDeformConv
-    from glip.modeling.backbone.swin import WindowAttention
-    from glip.modeling.head.fusion import BiMultiHeadAttention
+# class (module.qualname) -> FLOP formula replacing what FlopCounterMode sees inside its instances (subclasses too);
+# named rather than imported so that this module stays below the model code
+REFERENCE_FORMULAS = {
+    "glip.layers.deform_conv.ModulatedDeformConv": deform_conv_flops,
+    "glip.modeling.head.fusion.BiMultiHeadAttention": bi_attention_flops,
+    "glip.modeling.backbone.swin.WindowAttention": window_attention_flops,
+}
 
-    return {ModulatedDeformConv: deform_conv_flops, BiMultiHeadAttention: bi_attention_flops,
-            WindowAttention: window_attention_flops}
+
+def _reference_formula(module: nn.Module):
+    """The formula of `REFERENCE_FORMULAS` for `module`'s class or its nearest base class listed there, or None."""
+    for cls in type(module).__mro__:
+        formula = REFERENCE_FORMULAS.get(f"{cls.__module__}.{cls.__qualname__}")
+        if formula is not None:
+            return formula
+    return None
 
 
 @contextmanager
@@ -153,7 +162,6 @@ def _formula_correction(model: nn.Module, counter: FlopCounterMode, totals: Dict
     """While active, the FLOPs `counter` sees inside modules with a reference formula are added to
     totals["seen"] and their formula counts to totals["formula"]: `counted - seen + formula` is the corrected
     total (outermost such module only)."""
-    formulas = _reference_formulas()
     handles, starts = [], []
 
     def pre(module, args, kwargs):
@@ -168,7 +176,7 @@ def _formula_correction(model: nn.Module, counter: FlopCounterMode, totals: Dict
         return hook
 
     for m in model.modules():
-        formula = next((f for cls, f in formulas.items() if isinstance(m, cls)), None)
+        formula = _reference_formula(m)
         if formula is not None:
             handles += [m.register_forward_pre_hook(pre, with_kwargs=True),
                         m.register_forward_hook(post(formula), with_kwargs=True)]
@@ -237,13 +245,6 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def coco_prompt(tokenizer=None) -> Tuple[str, Dict[int, List[int]]]:
-    """The 80-class COCO detection prompt `person. bicycle. ... toothbrush` and its label -> token indices map."""
-    from glip.data.positive_map import create_queries_and_maps
-
-    return create_queries_and_maps(list(range(1, len(COCO_CLASSES) + 1)), list(COCO_CLASSES), tokenizer)
-
-
 def _stage_medians(samples: List[Dict[str, float]]) -> Dict[str, float]:
     names = list(samples[0]) if samples else []
     medians = {name: statistics.median(s[name] for s in samples) for name in names}
@@ -251,81 +252,6 @@ def _stage_medians(samples: List[Dict[str, float]]) -> Dict[str, float]:
     if "head" in medians and tower:
         medians["predictors"] = statistics.median(s["head"] - sum(s[t] for t in tower) for s in samples)
     return medians
-
-
-def benchmark_model(cfg=None, size_hw: Tuple[int, int] = (800, 1216), runs: int = 3, warmup: int = 1,
-                    threads: int = 2, batch_size: int = 1, model: Optional[nn.Module] = None,
-                    caption: Optional[str] = None, positive_map: Optional[Dict[int, List[int]]] = None,
-                    flops: bool = True, gemm_size: int = 2048, seed: int = 0) -> dict:
-    """Median eval forward time of a GLIP model on a random (batch_size, 3, H, W) input with one prompt per image.
-
-    Args:
-        cfg: yacs config to build the model from (ignored when `model` is given); the model keeps its
-            constructor initialisation unless cfg.MODEL.WEIGHT is loaded by the caller beforehand.
-        size_hw: network input (H, W) (e.g. 800x1216, already padded to /32).
-        runs, warmup: timed and untimed forwards.
-        threads: torch intra-op threads for the whole benchmark.
-        caption, positive_map: prompt (default the 80-class COCO prompt and its label -> tokens map).
-        flops: count FLOPs (one extra forward under FlopCounterMode).
-        gemm_size: matrix size of the GEMM rate measurement, taken right before each timed forward so that
-            both see the same machine load.
-    Returns a dict: `median_seconds` (per forward), `per_image_seconds`, `seconds` (all runs), `stages`
-    {name: median seconds}, `gflop` (per forward, reference formulation), `executed_gflop`, `stage_gflop`,
-    `gemm_gflops` (median), `efficiency`, `peak_rss_mb` (before the FLOP count), and the settings
-    (`size_hw`, `batch_size`, `threads`, `runs`, `warmup`).
-    """
-    torch.set_num_threads(threads)
-    if model is None:
-        from glip.modeling.detector import build_detection_model
-
-        model = build_detection_model(cfg)
-    model.eval()
-    if caption is None:
-        caption, default_map = coco_prompt(getattr(model, "tokenizer", None))
-        positive_map = default_map if positive_map is None else positive_map
-    height, width = size_hw
-    gen = torch.Generator().manual_seed(seed)
-    images = torch.randn(batch_size, 3, height, width, generator=gen)
-    captions = [caption] * batch_size
-    stages = model_stages(model)
-
-    def run():
-        return model(images, captions=captions, positive_map=positive_map)
-
-    with torch.no_grad():
-        for _ in range(warmup):
-            run()
-        seconds, samples, rates = [], [], []
-        for _ in range(runs):
-            rates.append(gemm_gflops(gemm_size, runs=1))
-            with StageTimer(stages) as timer:
-                start = time.perf_counter()
-                run()
-                seconds.append(time.perf_counter() - start)
-            samples.append(dict(timer.seconds))
-        peak_rss = peak_rss_mb()
-        total_flops, stage_flops, executed = count_flops(model, run, stages) if flops else (0, {}, 0)
-    median = statistics.median(seconds)
-    gemm = statistics.median(rates)
-    gflop = total_flops / 1e9
-    result = {
-        "median_seconds": median,
-        "per_image_seconds": median / batch_size,
-        "seconds": seconds,
-        "stages": _stage_medians(samples),
-        "gflop": gflop,
-        "executed_gflop": executed / 1e9,
-        "stage_gflop": {name: f / 1e9 for name, f in stage_flops.items()},
-        "gemm_gflops": gemm,
-        "efficiency": gflop / (median * gemm) if flops else None,
-        "peak_rss_mb": peak_rss,
-        "size_hw": [int(height), int(width)],
-        "batch_size": batch_size,
-        "threads": threads,
-        "runs": runs,
-        "warmup": warmup,
-    }
-    return result
 
 
 def format_report(result: dict) -> str:
@@ -341,3 +267,13 @@ def format_report(result: dict) -> str:
     lines.append(f"GEMM {result['gemm_gflops']:.1f} GFLOP/s, efficiency "
                  f"{'n/a' if eff is None else f'{100 * eff:.1f}%'}, peak RSS {result['peak_rss_mb']:.0f} MiB")
     return "\n".join(lines)
+
+
+def __getattr__(name: str):
+    """`benchmark_model` and `coco_prompt` build a model and a prompt, so they live above the model code in
+    `glip.engine.benchmark`; kept importable from here (tools/benchmark.py imports them from this module)."""
+    if name in ("benchmark_model", "coco_prompt"):
+        from glip.engine import benchmark
+
+        return getattr(benchmark, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

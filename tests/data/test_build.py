@@ -32,7 +32,7 @@ def test_train_loader_trees(trees_cfg):
     assert train_iterations(trees_cfg, len(loader.dataset)) == 3
     batches = list(loader)
     assert len(batches) == 3
-    images, targets, ids, positive_map, positive_map_eval, greenlight = batches[0]
+    images, targets, positive_map = batches[0].images, batches[0].targets, batches[0].positive_map
     assert images.tensors.shape == (1, 3, 320, 320) and images.image_sizes == [(320, 320)]
     target = targets[0]
     assert target.get_field("caption") == "tree"
@@ -51,11 +51,17 @@ def test_test_loader_trees(trees_cfg):
     assert dataset.categories() == {1: "tree"}
 
 
+def test_test_loaders_of_explicit_dataset_names(trees_cfg):
+    trees_cfg.freeze()
+    loaders = make_data_loader(trees_cfg, is_train=False, dataset_names=["train", "test"])
+    assert [len(loader.dataset) for loader in loaders] == [1, 1] and trees_cfg.DATASETS.TEST == ("test",)
+
+
 def test_distributed_train_loader_pads_small_dataset(trees_cfg):
     trees_cfg.merge_from_list(["SOLVER.IMS_PER_BATCH", 2, "SOLVER.MAX_EPOCH", 0, "SOLVER.MAX_ITER", 2])
     loader = make_data_loader(trees_cfg, is_train=True, is_distributed=True, num_replicas=2, rank=1)
     batches = list(loader)
-    assert len(batches) == 2 and all(len(b[1]) == 1 for b in batches)  # 1 image per process per batch
+    assert len(batches) == 2 and all(len(b.targets) == 1 for b in batches)  # 1 image per process per batch
 
 
 def test_iterations_for_epochs_rounds_down_as_the_reference():

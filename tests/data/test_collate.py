@@ -1,7 +1,7 @@
 """BatchCollator: padding to /32 and binary concatenated positive maps."""
 import torch
 
-from glip.data.collate import BatchCollator
+from glip.data.collate import Batch, BatchCollator, BBoxAugCollator
 from glip.structures.bounding_box import BoxList
 
 
@@ -20,17 +20,29 @@ def test_collate_pads_and_binarises():
         (torch.ones(3, 800, 1202), _target(2, 1202, 800, [[1], [3, 4]]), 7),
         (torch.ones(3, 320, 481), _target(1, 481, 320, [[5, 6, 7]]), 9),
     ]
-    images, targets, ids, positive_map, positive_map_eval, greenlight = BatchCollator(32)(batch)
+    out = BatchCollator(32)(batch)
+    assert isinstance(out, Batch)
+    images = out.images
     assert images.tensors.shape == (2, 3, 800, 1216)
     assert images.image_sizes == [(800, 1202), (320, 481)]
     assert images.tensors[1, :, 320:].abs().sum() == 0 and images.tensors[1, :, :, 481:].abs().sum() == 0
-    assert ids == (7, 9) and len(targets) == 2
+    assert out.indices == (7, 9) and len(out.targets) == 2
     expected = torch.zeros(3, 256)
     expected[0, 1] = expected[1, 3] = expected[1, 4] = 1
     expected[2, 5:8] = 1
-    assert torch.equal(positive_map, expected)
-    assert positive_map_eval is None
-    assert greenlight.shape == (2, 256)
+    assert torch.equal(out.positive_map, expected)
+    assert out.positive_map_eval is None
+    assert out.greenlight_map.shape == (2, 256)
+    assert tuple(out) == (out.images, out.targets, out.indices, out.positive_map, None, out.greenlight_map)
+
+
+def test_dict_targets_and_augmentation_batches_carry_no_maps():
+    dict_batch = BatchCollator(32)([(torch.ones(3, 20, 30), {"boxes": []}, 4)])
+    assert dict_batch.indices == (4,) and dict_batch.images.tensors.shape == (1, 3, 32, 32)
+    assert dict_batch.positive_map is dict_batch.positive_map_eval is dict_batch.greenlight_map is None
+    images = (torch.ones(3, 20, 30), torch.ones(3, 10, 12))
+    aug = BBoxAugCollator()([(images[0], _target(1, 30, 20, [[1]]), 0), (images[1], _target(1, 12, 10, [[2]]), 1)])
+    assert aug.images == images and aug.indices == (0, 1) and aug.positive_map is None
 
 
 def test_training_batch_matches_reference_golden():
@@ -51,7 +63,7 @@ def test_training_batch_matches_reference_golden():
         tokenized = tokenizer(sample["caption"], return_tensors="pt", max_length=256, truncation=True)
         target.add_field("positive_map", create_positive_map(tokenized, sample["tokens_positive"]))
         batch.append((tail(Image.fromarray(pixels, "RGB")), target, i))
-    images, _, _, positive_map, _, _ = BatchCollator(32)(batch)
-    assert tuple(images.tensors.shape) == tuple(golden["batch_input_shape"])
-    assert [tuple(s) for s in images.image_sizes] == [tuple(s) for s in golden["image_sizes_hw"]]
-    assert torch.equal(positive_map, golden["positive_map"])
+    out = BatchCollator(32)(batch)
+    assert tuple(out.images.tensors.shape) == tuple(golden["batch_input_shape"])
+    assert [tuple(s) for s in out.images.image_sizes] == [tuple(s) for s in golden["image_sizes_hw"]]
+    assert torch.equal(out.positive_map, golden["positive_map"])

@@ -183,3 +183,33 @@ def test_two_processes_one_writer_per_rank_random_states(tmp_path):
     data = torch.load(tmp_path / "out" / "model_0000001.pth", weights_only=True)
     assert len(data["rng"]) == 2 and not torch.equal(data["rng"][0]["torch"], data["rng"][1]["torch"])
     assert sorted(os.listdir(tmp_path / "out")) == ["last_checkpoint", "model_0000001.pth"]
+
+
+def test_extra_data_is_saved_as_plain_data(tmp_path):
+    """numpy numbers / arrays a caller passes (e.g. an evaluation score) are stored as Python numbers and tensors,
+    so the checkpoint loads with weights_only (torch's default allow-list, nothing added)."""
+    model, optimizer, scheduler = _state()
+    ckpt = Checkpointer(model, optimizer, scheduler, str(tmp_path), save_to_disk=True)
+    ckpt.save("model_final", iteration=np.int64(3), eval_result=np.float64(0.5),
+              history={"ap": [np.float32(0.25)], "table": np.arange(3)})
+    data = torch.load(tmp_path / "model_final.pth", map_location="cpu", weights_only=True)
+    assert type(data["iteration"]) is int and data["iteration"] == 3
+    assert type(data["eval_result"]) is float and data["eval_result"] == 0.5
+    assert data["history"]["ap"] == [0.25] and torch.equal(data["history"]["table"], torch.arange(3))
+
+
+def test_resuming_from_a_file_that_would_run_code_is_refused(tmp_path, monkeypatch):
+    from glip.utils.errors import UntrustedCheckpointError
+
+    class WritesAFile:
+        def __reduce__(self):
+            return (exec, ("open({!r}, 'w').write('x')".format(str(tmp_path / "code_ran")),))
+
+    monkeypatch.delenv("GLIP_TRUST_CHECKPOINTS", raising=False)
+    model, optimizer, scheduler = _state()
+    ckpt = Checkpointer(model, optimizer, scheduler, str(tmp_path), save_to_disk=True)
+    torch.save({"model": model.state_dict(), "iteration": WritesAFile()}, tmp_path / "model_0000004.pth")
+    ckpt.tag_last_checkpoint("model_0000004.pth")
+    with pytest.raises(UntrustedCheckpointError, match="model_0000004.pth.*GLIP_TRUST_CHECKPOINTS=1"):
+        ckpt.load()
+    assert not (tmp_path / "code_ran").exists()

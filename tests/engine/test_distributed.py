@@ -102,8 +102,8 @@ def _combined_batch(cfg):
     """The first training batch of 2 images, as the single-process loader gives it."""
     from glip.data.build import make_data_loader
 
-    images, targets, _, positive_map = next(iter(make_data_loader(cfg, is_train=True)))[:4]
-    return images, targets, positive_map
+    batch = next(iter(make_data_loader(cfg, is_train=True)))
+    return batch.images, batch.targets, batch.positive_map
 
 
 @pytest.mark.slow

@@ -124,9 +124,8 @@ def tiny(task_file):
 
 
 def _loss(model, batch):
-    images, targets, _, positive_map = batch[:4]
-    losses = model(images, targets=targets, captions=[t.get_field("caption") for t in targets],
-                   positive_map=positive_map)
+    losses = model(batch.images, targets=batch.targets, captions=[t.get_field("caption") for t in batch.targets],
+                   positive_map=batch.positive_map)
     return sum(losses.values())
 
 

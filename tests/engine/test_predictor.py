@@ -263,6 +263,7 @@ def test_predict_names_unreadable_files(demo, tmp_path):
 
 def test_weight_file_not_matching_config(demo, tmp_path):
     state = {k: v.clone() for k, v in demo.model.state_dict().items()}
+    before_keys = list(state)
     before = demo.model.rpn.head.bbox_pred.weight.clone()
     del state["rpn.head.bbox_pred.weight"]
     state["rpn.head.extra_layer.weight"] = torch.zeros(3)
@@ -272,9 +273,10 @@ def test_weight_file_not_matching_config(demo, tmp_path):
     with pytest.raises(WeightLoadError) as err:
         demo.load_weights(path)
     message = str(err.value)
-    assert "missing: rpn.head.bbox_pred.weight" in message
-    assert "unexpected: rpn.head.extra_layer.weight" in message
-    assert "backbone.fpn.fpn_inner2.weight" in message
+    assert "1 of {} tensors are missing from the file (first: rpn.head.bbox_pred.weight)".format(len(before_keys)) \
+        in message
+    assert "1 tensors are in the file but not in the model (first: rpn.head.extra_layer.weight)" in message
+    assert "differ in shape (first: backbone.fpn.fpn_inner2.weight (file (1,)" in message
     assert torch.equal(demo.model.rpn.head.bbox_pred.weight, before)  # nothing loaded
 
 

@@ -121,3 +121,49 @@ def test_missing_file_and_bad_content_are_named(tmp_path):
     torch.save({"model": {"a": "not a tensor"}}, bad)
     with pytest.raises(WeightLoadError, match="bad.pth"):
         read_checkpoint(bad)
+
+
+# --- checking a file against a model's shapes (no loading) --------------------------------------------------------
+
+def _manifest(name):
+    """{key without "module.": shape} of an official checkpoint (tests/fixtures/reference/state_dict_*.json)."""
+    import json
+
+    from helpers import REFERENCE
+
+    keys = json.loads((REFERENCE / "state_dict_{}.json".format(name)).read_text())["keys"]
+    return {k[len("module."):]: tuple(v["shape"]) for k, v in keys.items()}
+
+
+def test_glip_l_file_for_glip_t_model_is_one_summary_line():
+    from glip.engine.weights import check_fit, describe_checkpoint
+
+    tiny, large = _manifest("glip_tiny"), _manifest("glip_large")
+    differ = [k for k in tiny if k in large and tiny[k] != large[k]
+              and "relative_position_bias_table" not in k and "cls_logits" not in k]
+    with pytest.raises(WeightLoadError) as err:
+        check_fit(large, tiny, "glip_large.pth", "the model of glip_Swin_T.yaml")
+    message = str(err.value)
+    assert "\n" not in message and len(message) < 600
+    assert message.startswith("weight file glip_large.pth does not fit the model of glip_Swin_T.yaml: ")
+    first = differ[0]
+    assert "{} of {} tensors differ in shape (first: {} (file {}, model {}))".format(
+        len(differ), len(tiny), first, large[first], tiny[first]) in message
+    assert "{} tensors are in the file but not in the model".format(len(set(large) - set(tiny))) in message
+    assert "it looks like a GLIP checkpoint with a Swin-L backbone" in message
+    assert describe_checkpoint(tiny) == "a GLIP checkpoint with a Swin-T backbone"
+    assert check_fit(tiny, tiny, "glip_tiny.pth")["loaded"] == list(tiny)
+
+
+def test_backbone_file_of_another_swin_is_refused_and_one_that_fits_passes():
+    from glip.engine.weights import check_fit
+
+    tiny, large = _manifest("glip_tiny"), _manifest("glip_large")
+    imagenet_l = {k[len("backbone.body."):]: v for k, v in large.items() if k.startswith("backbone.body.")}
+    imagenet_t = {k[len("backbone.body."):]: v for k, v in tiny.items() if k.startswith("backbone.body.")}
+    with pytest.raises(WeightLoadError, match=r"tensors it shares with the model differ in shape .*a Swin-L backbone "
+                                              r"checkpoint"):
+        check_fit(imagenet_l, tiny, "swin_large.pth")
+    assert check_fit(imagenet_t, tiny, "swin_tiny.pth") == {}
+    with pytest.raises(WeightLoadError, match="none of its 1 tensors matches a model tensor by name"):
+        check_fit({"something.else": (3,)}, tiny, "other.pth")

@@ -84,25 +84,41 @@ def test_unreadable_file_is_named_and_skipped(tiny_demo, tmp_path, caplog):
     assert result["entities"] == ["a cat", "a wooden table"]
 
 
+def one_error_line(capsys) -> str:
+    """The single "error: ..." line a bad input prints on stderr (no traceback)."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
 @pytest.mark.parametrize("prompt, message", [
-    (["--caption", "   "], "empty"),
+    (["--caption", "   "], "--caption is empty"),
     (["--categories", " , ,"], "no class names"),
 ])
-def test_bad_prompt(tiny_demo, tmp_path, caplog, prompt, message):
+def test_bad_prompt(tiny_demo, tmp_path, capsys, prompt, message):
     demo, _ = tiny_demo
     Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(tmp_path / "a.png")
-    with caplog.at_level(logging.ERROR):
-        code = demo_tool.main(["--config-file", GLIP_T, "--image", str(tmp_path / "a.png"), *prompt,
-                               "--output", str(tmp_path / "out")], demo=demo)
-    assert code == 2 and message in caplog.text
+    code = demo_tool.main(["--config-file", GLIP_T, "--image", str(tmp_path / "a.png"), *prompt,
+                           "--output", str(tmp_path / "out")], demo=demo)
+    assert code == 2 and message in one_error_line(capsys)
 
 
-def test_missing_image_path(tiny_demo, tmp_path, caplog):
+def test_missing_image_path(tiny_demo, tmp_path, capsys):
     demo, _ = tiny_demo
-    with caplog.at_level(logging.ERROR):
-        code = demo_tool.main(["--config-file", GLIP_T, "--image", str(tmp_path / "nowhere.jpg"),
-                               "--caption", "a cat", "--output", str(tmp_path / "out")], demo=demo)
-    assert code == 2 and "nowhere.jpg" in caplog.text
+    code = demo_tool.main(["--config-file", GLIP_T, "--image", str(tmp_path / "nowhere.jpg"),
+                           "--caption", "a cat", "--output", str(tmp_path / "out")], demo=demo)
+    assert code == 2 and "nowhere.jpg" in one_error_line(capsys)
+
+
+def test_only_non_image_inputs_stop_before_the_model(tiny_demo, tmp_path, capsys):
+    demo, _ = tiny_demo
+    (tmp_path / "notes.jpg").write_text("hello")
+    code = demo_tool.main(["--config-file", GLIP_T, "--image", str(tmp_path / "notes.jpg"), "--caption", "a cat",
+                           "--output", str(tmp_path / "out")], demo=demo)
+    assert code == 2 and "notes.jpg is not an image file" in one_error_line(capsys)
+    assert not (tmp_path / "out").exists()
 
 
 def test_caption_and_categories_are_exclusive():
@@ -111,8 +127,8 @@ def test_caption_and_categories_are_exclusive():
                                              "--categories", "cat"])
 
 
-def test_weight_file_not_matching_config(tiny_demo, tmp_path, caplog):
-    """The CLI builds the model from the config + opts; a checkpoint of another model is refused, keys named."""
+def test_weight_file_not_matching_config(tiny_demo, tmp_path, capsys):
+    """A checkpoint of another model is refused in one line, before the config's model is built."""
     demo, opts = tiny_demo
     # the tiny test model has a 1-layer BERT; the config builds 12 layers. Tensors are stored as expanded views
     # of one element so the file stays small.
@@ -121,14 +137,14 @@ def test_weight_file_not_matching_config(tiny_demo, tmp_path, caplog):
     weight = tmp_path / "other_model.pth"
     torch.save({"model": state}, weight)
     Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(tmp_path / "a.png")
-    with caplog.at_level(logging.ERROR):
-        code = demo_tool.main(["--config-file", GLIP_T, "--weight", str(weight), "--image", str(tmp_path / "a.png"),
-                               "--caption", "a cat", "--output", str(tmp_path / "out"), "--device", "cpu",
-                               *[str(o) for o in opts]])
+    code = demo_tool.main(["--config-file", GLIP_T, "--weight", str(weight), "--image", str(tmp_path / "a.png"),
+                           "--caption", "a cat", "--output", str(tmp_path / "out"), "--device", "cpu",
+                           *[str(o) for o in opts]])
     assert code == 2
-    assert "other_model.pth does not fit" in caplog.text
-    assert "missing: language_backbone.body.model.encoder.layer.1." in caplog.text
-    assert "unexpected: rpn.head.not_a_layer.weight" in caplog.text
+    line = one_error_line(capsys)
+    assert "other_model.pth does not fit the model of " + GLIP_T in line
+    assert "are missing from the file (first: language_backbone.body.model.encoder.layer.1." in line
+    assert "1 tensors are in the file but not in the model (first: rpn.head.not_a_layer.weight)" in line
 
 
 def test_draw_detections_colours_and_sizes():

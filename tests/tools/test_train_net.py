@@ -3,8 +3,10 @@ reference's own train_net.py run on a real photo (end_to_end/README.md section 2
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -170,6 +172,59 @@ def test_tool_stops_on_a_non_finite_loss_without_writing_weights(tiny_run):
     with pytest.raises(NonFiniteLossError, match="iteration 1: .*loss_reg=nan"):
         run(["--config-file", "tiny.yaml", "--skip-test", "MODEL.WEIGHT", "init_nan.pth", "OUTPUT_DIR", "nan"])
     assert not any(p.suffix == ".pth" for p in (root / "nan").iterdir())
+
+
+def start_tool(root: Path, out: str, max_iter: int) -> subprocess.Popen:
+    """``tools/train_net.py`` on the tiny config of ``root`` in a child process (stdout and stderr merged)."""
+    command = [sys.executable, str(TOOL), "--config-file", "tiny.yaml", "--skip-test", "MODEL.WEIGHT", "init.pth",
+               "SOLVER.MAX_ITER", str(max_iter), "SOLVER.CHECKPOINT_PERIOD", "1000", "OUTPUT_DIR", out]
+    env = dict(os.environ, DATASET=str(root), PYTHONPATH=str(REPO))
+    env.pop("WORLD_SIZE", None)
+    env.pop("LOCAL_RANK", None)
+    return subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for_line(proc: subprocess.Popen, text: str) -> list:
+    """The child's output lines up to the first one containing ``text``."""
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if text in line:
+            return lines
+    raise AssertionError("the tool ended without printing {!r}:\n{}".format(text, "".join(lines[-40:])))
+
+
+@pytest.mark.slow
+def test_sigterm_stops_with_a_checkpoint_and_the_same_command_resumes(tmp_path):
+    write_tiny_dataset(tmp_path)
+    write_tiny_config(tmp_path / "tiny.yaml")
+    save_initial_checkpoint(tmp_path / "tiny.yaml", tmp_path / "init.pth")
+    max_iter = 12
+    stopped = start_tool(tmp_path, "stopped", max_iter)
+    wait_for_line(stopped, "Start training at iteration 0")
+    time.sleep(0.5)  # into the first iterations
+    stopped.send_signal(signal.SIGTERM)
+    output = stopped.communicate(timeout=600)[0]
+    assert stopped.returncode == 128 + signal.SIGTERM, output[-3000:]
+    assert "Traceback" not in output
+    name = (tmp_path / "stopped/last_checkpoint").read_text()
+    iteration = torch.load(tmp_path / "stopped" / name, map_location="cpu", weights_only=True)["iteration"]
+    assert 1 <= iteration < max_iter and name == "model_{:07d}.pth".format(iteration)
+    assert ("Training stopped by SIGTERM after iteration {}; checkpoint {}. Run the same command again to resume "
+            "from it".format(iteration, os.path.join("stopped", name))) in output
+
+    resumed = start_tool(tmp_path, "stopped", max_iter)
+    output = resumed.communicate(timeout=600)[0]
+    assert resumed.returncode == 0, output[-3000:]
+    assert "Start training at iteration {} of {}".format(iteration, max_iter) in output
+    full = start_tool(tmp_path, "full", max_iter)
+    output = full.communicate(timeout=600)[0]
+    assert full.returncode == 0, output[-3000:]
+    final = torch.load(tmp_path / "full/model_final.pth", map_location="cpu", weights_only=True)
+    again = torch.load(tmp_path / "stopped/model_final.pth", map_location="cpu", weights_only=True)
+    assert final["iteration"] == again["iteration"] == max_iter
+    for key, value in final["model"].items():
+        torch.testing.assert_close(again["model"][key], value, rtol=1e-5, atol=1e-7, msg=key)
 
 
 # --- end to end: the reference's train_net.py command on a real photo ---------------------------------------------

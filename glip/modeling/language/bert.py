@@ -5,7 +5,7 @@ import torch
 from torch import nn
 from transformers import BertConfig, BertModel
 
-from glip.modeling.language.pretrained import CONFIG_FILES, WEIGHT_FILES, resolve_pretrained
+from glip.text.pretrained import CONFIG_FILES, WEIGHT_FILES, resolve_pretrained
 
 logger = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from glip.modeling.language.tokenizer import build_tokenizer
+from glip.text.tokenizer import build_tokenizer
 from helpers import REFERENCE
 
 
@@ -41,7 +41,7 @@ def test_char_to_token_spans(tokenizer, captions):
 
 
 def test_local_folder(tokenizer):
-    from glip.modeling.language.pretrained import SHIPPED
+    from glip.text.pretrained import SHIPPED
     local = build_tokenizer(str(SHIPPED["bert-base-uncased"]))
     assert local("a cat")["input_ids"] == tokenizer("a cat")["input_ids"] == [101, 1037, 4937, 102]
 
@@ -49,3 +49,12 @@ def test_local_folder(tokenizer):
 def test_unknown_name_raises_naming_it():
     with pytest.raises(FileNotFoundError, match="no-such-model-xyz"):
         build_tokenizer("no-such-model-xyz")
+
+
+def test_the_model_and_data_names_are_the_text_tokenizer():
+    from glip.data.positive_map import load_tokenizer
+    from glip.modeling.language import build_tokenizer as model_name
+    from glip.modeling.language.tokenizer import build_tokenizer as module_name
+
+    assert model_name is module_name is build_tokenizer
+    assert load_tokenizer().vocab == build_tokenizer("bert-base-uncased").vocab

@@ -1,7 +1,7 @@
 """resolve_pretrained: local folder > HF cache > shipped copy > hub (online only) > clear error."""
 import pytest
 
-from glip.modeling.language.pretrained import (CONFIG_FILES, SHIPPED, TOKENIZER_FILES, WEIGHT_FILES,
+from glip.text.pretrained import (CONFIG_FILES, SHIPPED, TOKENIZER_FILES, WEIGHT_FILES,
                                                resolve_pretrained)
 
 
