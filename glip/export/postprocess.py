@@ -80,7 +80,9 @@ class FixedSizeATSSPostProcessor(nn.Module):
         weighted = class_scores * flatten_level(ctr, 1).reshape(-1, 1).sigmoid()
         masked = torch.where(class_scores > self.pre_nms_thresh, weighted,
                              torch.full_like(weighted, _NOT_A_CANDIDATE)).flatten()
-        top, index = masked.topk(min(self.pre_nms_top_n, masked.shape[0]))
+        # padded with non-candidates so that k is a constant (no guard on the map size while exporting)
+        padded = torch.cat((masked, masked.new_full((self.pre_nms_top_n,), _NOT_A_CANDIDATE)))
+        top, index = padded.topk(self.pre_nms_top_n)
         keep = top > _NOT_A_CANDIDATE / 2
         top, index = top[keep], index[keep]
         location = torch.div(index, num_labels, rounding_mode="floor")
@@ -98,8 +100,8 @@ class FixedSizeATSSPostProcessor(nn.Module):
     def select_over_levels(self, boxes, scores, labels):
         """Multi-label NMS, then the detections scoring >= the `fpn_post_nms_top_n`-th best, by score."""
         kept = torch.nonzero(ops.ml_nms_mask(boxes, scores, labels, self.nms_thresh)).squeeze(1)
-        order = torch.sort(scores[kept], descending=True, stable=True).indices
-        kept = kept[order]
+        # topk over all of them sorts (ONNX TopK puts the lower index first among equal scores)
+        kept = kept[scores[kept].topk(kept.shape[0]).indices]
         sorted_scores = scores[kept]
         if self.fpn_post_nms_top_n > 0:
             # the n-th best score (the lowest when fewer), +inf when there is none
