@@ -102,6 +102,16 @@ def text_inputs(tokenizer, caption: str, spans: Sequence[Tuple[int, int]], max_l
     return tokens["input_ids"].astype(np.int64), tokens["attention_mask"].astype(np.int64), positive
 
 
+def to_original_pixels(boxes: np.ndarray, resized_hw: Tuple[int, int], original_hw: Tuple[int, int]) -> np.ndarray:
+    """(K, 4) xyxy boxes in network-input pixels -> clipped to the unpadded resized image (x <= w - 1, as the
+    model clips) and scaled to the original image, as the predictor returns them."""
+    (resized_h, resized_w), (height, width) = resized_hw, original_hw
+    boxes = np.array(boxes, dtype=np.float32, copy=True).reshape(-1, 4)
+    boxes[:, 0::2] = boxes[:, 0::2].clip(0, resized_w - 1) * (width / resized_w)
+    boxes[:, 1::2] = boxes[:, 1::2].clip(0, resized_h - 1) * (height / resized_h)
+    return boxes
+
+
 class OnnxGLIP:
     """An exported GLIP file in an onnxruntime session (CPU unless `providers` says otherwise)."""
 
@@ -142,9 +152,7 @@ class OnnxGLIP:
         caption, spans, names = caption_and_spans(prompt, phrases)
         out = self.run(images, *text_inputs(self.tokenizer, caption, spans, int(self.settings["max_query_len"])))
         keep = out["scores"] > threshold
-        boxes = out["boxes"][keep].copy()
-        boxes[:, 0::2] = boxes[:, 0::2].clip(0, resized_w - 1) * (width / resized_w)
-        boxes[:, 1::2] = boxes[:, 1::2].clip(0, resized_h - 1) * (height / resized_h)
+        boxes = to_original_pixels(out["boxes"][keep], (resized_h, resized_w), (height, width))
         labels = out["labels"][keep]
         return {"boxes": boxes, "scores": out["scores"][keep], "labels": labels,
                 "phrases": [names[i - 1] for i in labels.tolist()]}
