@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
-import torch
 
 from glip.engine.predictor import Caption, GLIPDemo, load_image, to_bgr_uint8
 
@@ -36,18 +35,18 @@ def load_model(config_file: Union[str, Path], weights: Optional[str] = None, dev
     `threshold`: the default score threshold of `predict`; `min_image_size`: the short side images are resized
     to (None: as given).
     """
-    from glip.config import cfg as defaults
+    from glip.engine.preflight import check_weight
+    from glip.utils import cli
 
-    cfg = defaults.clone()
-    cfg.merge_from_file(str(config_file))
-    cfg.merge_from_list(list(opts))
+    cfg = cli.merge_config(cli.base_config(), str(config_file), list(opts))
     if weights:
         cfg.MODEL.WEIGHT = str(weights)
     if device:
         cfg.MODEL.DEVICE = device
-    elif cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        cfg.MODEL.DEVICE = "cpu"
-    if not cfg.MODEL.WEIGHT:
+    cli.settle_device(cfg)  # cuda without a GPU: the CPU, with a warning
+    if cfg.MODEL.WEIGHT:
+        cfg.MODEL.WEIGHT = check_weight(cfg, config_name=str(config_file))  # resolved (hub cache), fits the model
+    else:
         logger.warning("no weights given and no MODEL.WEIGHT in %s: the model keeps its initialisation", config_file)
     cfg.freeze()
     return GLIPDemo(cfg, confidence_threshold=threshold, min_image_size=min_image_size)

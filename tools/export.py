@@ -23,6 +23,8 @@ from typing import Optional, Sequence
 if importlib.util.find_spec("glip") is None:
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from glip.utils.errors import ConfigError, UserError, run_tool  # noqa: E402
+
 logger = logging.getLogger("glip.tools.export")
 
 
@@ -38,21 +40,32 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--example-size", type=int, nargs=2, default=None, metavar=("H", "W"),
                         help="size of the example image traced (default: one that pads every Swin stage)")
     parser.add_argument("--no-check", action="store_true", help="skip the onnxruntime vs PyTorch check")
+    parser.add_argument("--debug", action="store_true", help="on a bad input, also print the traceback")
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=None, help="config overrides as KEY VALUE pairs")
     return parser
 
 
 def load_config(args):
-    from glip.config import cfg as defaults
+    """The merged config (frozen) on the CPU: config file, opts, ``--weight``; the weight checked against it."""
+    from glip.engine.preflight import check_weight
+    from glip.utils import cli
 
-    cfg = defaults.clone()
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(list(args.opts or []))
+    cfg = cli.merge_config(cli.base_config(), args.config_file, list(args.opts or []))
     if args.weight:
         cfg.MODEL.WEIGHT = args.weight
     cfg.MODEL.DEVICE = "cpu"
+    weight = check_weight(cfg, config_name=args.config_file)
+    if weight:
+        cfg.MODEL.WEIGHT = weight
     cfg.freeze()
     return cfg
+
+
+def check_export_dependencies():
+    """onnx, onnxscript and onnxruntime are installed (requirements.txt), else one line saying so."""
+    missing = [name for name in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UserError(f"exporting needs {', '.join(missing)}: pip install {' '.join(missing)}")
 
 
 def run(args) -> int:
@@ -63,13 +76,21 @@ def run(args) -> int:
     from glip.export.module import ExportableGLIP, example_inputs
     from glip.modeling.detector import build_detection_model
 
+    if args.opset is not None and args.opset < 19:
+        raise UserError(f"--opset {args.opset}: ONNX DeformConv needs opset 19 or later")
+    if args.example_size and any(side < 64 or side % 32 for side in args.example_size):
+        raise UserError(f"--example-size {args.example_size}: give multiples of 32 of at least 64")
+    check_export_dependencies()
     cfg = load_config(args)
     model = build_detection_model(cfg).eval()
     if cfg.MODEL.WEIGHT:
         load_weights(model, cfg.MODEL.WEIGHT)
     else:
         logger.warning("no --weight and no MODEL.WEIGHT: exporting the constructor's initialisation")
-    wrapper = ExportableGLIP(model)
+    try:
+        wrapper = ExportableGLIP(model)
+    except NotImplementedError as err:  # a config setting the exported graph does not implement
+        raise ConfigError(f"{err}; change it in the config or with KEY VALUE options") from err
     inputs = example_inputs(model, args.example_size)
     start = time.perf_counter()
     program = onnx_export.export_program(wrapper, inputs)
@@ -91,13 +112,9 @@ def run(args) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """The command line: parse `argv`, export, return the exit code (bad inputs: one line on stderr and 2)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
-    args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except (FileNotFoundError, NotImplementedError, ValueError) as err:
-        logger.error("%s", err)
-        return 2
+    return run_tool(lambda arguments: run(build_parser().parse_args(arguments)), argv)
 
 
 if __name__ == "__main__":
