@@ -109,12 +109,12 @@ def _resolve_hub_file(name: str, reference: HubReference, cache: Path) -> str:
     try:
         path = hf_hub_download(reference.repo_id, reference.filename, revision=reference.revision,
                                cache_dir=str(cache), local_files_only=offline())
+    except LocalEntryNotFoundError as err:  # (a subclass of EntryNotFoundError: first)
+        why = "HF_HUB_OFFLINE=1 forbids downloading it" if offline() else "the hub cannot be reached"
+        raise _not_cached(name, cache, why) from err
     except (EntryNotFoundError, RepositoryNotFoundError) as err:
         raise WeightFileNotFoundError(f"{name}: no such file in the hub ({type(err).__name__}); check the "
                                       "repository and file name") from err
-    except LocalEntryNotFoundError as err:
-        why = "HF_HUB_OFFLINE=1 forbids downloading it" if offline() else "the hub cannot be reached"
-        raise _not_cached(name, cache, why) from err
     logger.info("%s -> %s", name, path)
     return path
 

@@ -85,13 +85,15 @@ def test_package_free_runner_gives_the_predictors_detections(tiny):
 
 def test_export_tool_writes_a_file_that_runs(tmp_path):
     """tools/export.py on a tiny config: the file, its metadata and the check line."""
+    import os
     import subprocess
     import sys
 
     out = tmp_path / "m.onnx"
     cmd = [sys.executable, "tools/export.py", "--config-file", "configs/pretrain/glip_Swin_T_O365_GoldG.yaml",
            "--output", str(out), "--example-size", "224", "288"] + [str(v) for v in TINY_OPTS]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=os.getcwd())
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "onnxruntime vs PyTorch" in done.stderr
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
