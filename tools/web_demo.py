@@ -32,13 +32,15 @@ from typing import Dict, List, Optional, Sequence, Tuple
 if importlib.util.find_spec("glip") is None:
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from glip.utils.errors import ConfigFileNotFoundError, UserError, run_tool  # noqa: E402
+
 logger = logging.getLogger("glip.tools.web_demo")
 
 QUICKSTART_TRAIN = Path("OUTPUT") / "quickstart" / "train"
 MAX_UPLOAD_BYTES = 25 * 2 ** 20
 
 
-class DemoInputError(ValueError):
+class DemoInputError(UserError):
     """A request the demo cannot answer (the message is shown to the user)."""
 
 
@@ -56,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--min-image-size", type=int, default=800,
                         help="resize the short side to this before inference (0: keep the size)")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument("--debug", action="store_true", help="on a bad input, also print the traceback")
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=None, help="config overrides as KEY VALUE pairs")
     return parser
 
@@ -64,11 +67,11 @@ def model_files(config_file: Optional[str], weight: Optional[str]) -> Tuple[str,
     """(config, weights) to serve: as given, or the quickstart's trained model."""
     if config_file:
         if not Path(config_file).is_file():
-            raise FileNotFoundError(f"config file not found: {config_file}")
+            raise ConfigFileNotFoundError(f"config file not found: {config_file}; check the path")
         return config_file, weight
     config = QUICKSTART_TRAIN / "config.yml"
     if not config.is_file():
-        raise FileNotFoundError(f"no --config-file and no quickstart model at {config}: run "
+        raise ConfigFileNotFoundError(f"no --config-file and no quickstart model at {config}: run "
                                 "`python tools/quickstart.py` first, or give --config-file and --weight")
     return str(config), weight or str(QUICKSTART_TRAIN / "model_final.pth")
 
@@ -265,14 +268,11 @@ def load_demo_model(args):
                           threshold=args.threshold, min_image_size=args.min_image_size or None)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
-    args = build_parser().parse_args(argv)
-    try:
-        model = load_demo_model(args)
-    except (FileNotFoundError, ValueError) as err:
-        logger.error("%s", err)
-        return 2
+def serve(args) -> int:
+    """Load the model, then serve until Ctrl-C (bad inputs raise a UserError before the server starts)."""
+    if not 0.0 <= args.threshold <= 1.0:
+        raise UserError(f"--threshold must be between 0 and 1, got {args.threshold}")
+    model = load_demo_model(args)
     server = make_server(DemoApp(model, args.threshold), args.host, args.port)
     host, port = server.server_address[:2]
     print(f"serving on http://{host}:{port}", flush=True)
@@ -283,6 +283,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     finally:
         server.server_close()
     return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """The command line: parse `argv`, serve, return the exit code (bad inputs: one line on stderr and 2)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    return run_tool(lambda arguments: serve(build_parser().parse_args(arguments)), argv)
 
 
 if __name__ == "__main__":
