@@ -38,6 +38,7 @@ EXPORTS = {
     "load_model": "glip.api",
     "predict": "glip.api",
     "annotate": "glip.api",
+    "to_supervision": "glip.api",
 }
 
 __all__ = ["__version__"] + sorted(EXPORTS)
