@@ -111,6 +111,38 @@ def compare_with_pytorch(wrapper: ExportableGLIP, path: str, inputs: Sequence[to
             "labels_equal": bool(same and (onnx_out[2] == torch_out[2]).all())}
 
 
+def time_side_by_side(wrapper: ExportableGLIP, path: str, inputs: Sequence[torch.Tensor], runs: int = 3,
+                      warmup: int = 1, threads: Optional[int] = None) -> dict:
+    """Median seconds of one inference of `path` in onnxruntime (CPU) and of `wrapper` in PyTorch on the same
+    `inputs` (`onnx_s`, `torch_s`, with `threads` intra-op threads in both), plus `compare_with_pytorch`'s figures."""
+    import statistics
+    import time
+
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+        torch.set_num_threads(threads)
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    feed = {name: t.numpy() for name, t in zip(INPUT_NAMES, inputs)}
+
+    def median(fn):
+        for _ in range(warmup):
+            fn()
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    with torch.no_grad():
+        result = {"onnx_s": median(lambda: session.run(None, feed)), "torch_s": median(lambda: wrapper(*inputs))}
+    result.update(compare_with_pytorch(wrapper, path, inputs, threads))
+    return result
+
+
 def _needs_external_data(onnx_program) -> bool:
     size = sum(int(v.const_value.nbytes) for v in onnx_program.model.graph.initializers.values()
                if v.const_value is not None)
