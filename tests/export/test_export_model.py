@@ -32,7 +32,7 @@ def exported(model, cfg, path):
     wrapper = ExportableGLIP(model)
     program = onnx_export.export_program(wrapper, example_inputs(model))
     onnx_export.export_onnx(program, str(path), metadata=onnx_export.preprocessing_metadata(cfg))
-    return wrapper, str(path)
+    return wrapper, str(path), program
 
 
 @pytest.fixture(scope="module")
@@ -56,11 +56,16 @@ def test_padded_example_size_pads_every_swin_stage():
     ((416, 256), "person. bicycle. car. traffic light", ((0, 6), (8, 15), (17, 20), (22, 35))),
 ])
 def test_onnxruntime_gives_pytorch_detections(tiny, size, caption, spans):
-    _, wrapper, path = tiny
+    _, wrapper, path, program = tiny
     inputs = example_inputs(wrapper.model, size, caption, spans)
     diff = onnx_export.compare_with_pytorch(wrapper, path, inputs)
     assert diff["onnx_detections"] == diff["torch_detections"] > 0
     assert diff["box"] <= 1e-2 and diff["score"] <= 1e-4 and diff["labels_equal"], diff
+    with torch.no_grad():  # the torch.export program (tools/export.py --program) as well
+        program_out = program.module()(*inputs)
+        torch_out = wrapper(*inputs)
+    assert program_out[0].shape == torch_out[0].shape and torch.equal(program_out[2], torch_out[2])
+    torch.testing.assert_close(program_out[1], torch_out[1], atol=1e-4, rtol=0)
 
 
 def test_package_free_runner_gives_the_predictors_detections(tiny):
@@ -70,7 +75,7 @@ def test_package_free_runner_gives_the_predictors_detections(tiny):
     from glip.export.runtime import OnnxGLIP
     from glip.text import build_tokenizer
 
-    cfg, wrapper, path = tiny
+    cfg, wrapper, path, _ = tiny
     rgb = load_golden("infer_chelsea_320.pt")["image"]["orig_rgb_uint8"].numpy()
     demo = GLIPDemo(cfg, load_model=False, model=wrapper.model, confidence_threshold=0.0)
     names = ["cat", "remote control", "blanket"]
@@ -115,7 +120,7 @@ def glip_t(tmp_path_factory):
 def test_glip_t_in_onnxruntime_gives_the_reference_detections(glip_t, image, caption):
     """The golden network input and prompt through the exported GLIP-T: the reference's detections (boxes clipped
     to the unpadded image as a user does; 1e-2 px, 1e-4 score), and PyTorch's on the same inputs."""
-    wrapper, path = glip_t
+    wrapper, path, _ = glip_t
     size = load_golden(f"infer_{image}_320.pt")["size320"]
     cap, ref = size["captions"][caption], size["captions"][caption]["detections"]
     tokens = wrapper.model.tokenizer([cap["caption"]], max_length=256, padding="max_length", return_tensors="pt")
