@@ -14,7 +14,7 @@ from glip.export.module import ExportableGLIP, example_inputs, padded_example_si
 pytestmark = pytest.mark.slow
 ort = pytest.importorskip("onnxruntime")
 
-TINY_OPTS = ["MODEL.SWINT.EMBED_DIM", 24, "MODEL.SWINT.DEPTHS", (1, 1, 1, 1), "MODEL.SWINT.NUM_HEADS", (1, 1, 1, 1),
+TINY_OPTS = ["MODEL.SWINT.EMBED_DIM", 24, "MODEL.SWINT.DEPTHS", (1, 1, 1, 1), "MODEL.SWINT.NUM_HEADS", (2, 2, 2, 2),
              "MODEL.SWINT.OUT_CHANNELS", (24, 48, 96, 192), "MODEL.DYHEAD.NUM_CONVS", 1,
              "MODEL.DYHEAD.USE_CHECKPOINT", False, "MODEL.DEVICE", "cpu", "MODEL.WEIGHT", ""] + TINY_BERT_OPTS
 

@@ -96,7 +96,10 @@ class WindowAttention(nn.Module):
         bw, n, c = x.shape
         qkv = self.qkv(x).reshape(bw, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]
-        if not torch.is_grad_enabled() and not (self.training and self.attn_drop.p > 0):
+        fused = not torch.is_grad_enabled() and not (self.training and self.attn_drop.p > 0)
+        # exporting: the explicit product, whose output layout does not depend on the attention kernel traced
+        # (the fused kernel's strides make the head merge below a view that ONNX's re-tracing cannot redo)
+        if fused and not torch.compiler.is_exporting():
             # inference: one fused kernel; same scores (q * scale) k^T + (bias + mask) up to fp32 rounding
             bias = self.relative_position_bias().unsqueeze(0)
             if mask is not None:
