@@ -12,6 +12,10 @@ The entry points, imported on first use (``import glip`` itself loads neither to
     result = glip.inference(model, loader, "val", device="cpu", cfg=cfg)   # an EvalResult (metrics, score)
     model = glip.train(cfg)                                    # what tools/train_net.py runs
 
+    model = glip.load_model(config_file, "hf://GLIPModel/GLIP/glip_tiny_model_o365_goldg.pth")  # a GLIPDemo
+    result = glip.predict(model, "street.jpg", ["person", "bicycle"])   # boxes, scores, labels, phrases
+    glip.annotate("street.jpg", result).save("street_boxes.png")
+
 The reference's module paths keep working as well (``glip.modeling.detector.build_detection_model``,
 ``glip.engine.predictor.GLIPDemo``, ``glip.data.make_data_loader``, ``glip.engine.inference.inference``, ...).
 """
@@ -31,10 +35,11 @@ EXPORTS = {
     "EvalResult": "glip.evaluation",
     "train": "glip.engine.run",
     "run_test": "glip.engine.run",
+    "load_model": "glip.api",
+    "predict": "glip.api",
+    "annotate": "glip.api",
+    "to_supervision": "glip.api",
 }
-
-# --- the predictor API of the export / hub issue (load_model, predict, annotate in glip.engine.predictor) -------
-# (added here when that work is merged)
 
 __all__ = ["__version__"] + sorted(EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, EXPORTS)

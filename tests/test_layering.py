@@ -13,6 +13,8 @@ BASE = {"glip.structures", "glip.layers", "glip.config", "glip.text", "glip.util
 # finetune loop iterates its runs; it imports no engine code.
 ALLOWED = {
     "glip": {"*"},  # the public API (lazy names of every layer)
+    "glip.api": {"glip.engine", "glip.utils.cli"} | BASE,  # load_model / predict / annotate, on the predictor
+    "glip.export": {"glip.data", "glip.modeling"} | BASE,  # deployment graphs of the model (beside the engine)
     "glip.engine": {"glip.utils.cli", "glip.data", "glip.evaluation", "glip.solver", "glip.modeling"} | BASE,
     "glip.utils.cli": {"glip.data", "glip.evaluation", "glip.solver", "glip.modeling"} | BASE,
     "glip.data": {"glip.structures", "glip.layers", "glip.config", "glip.text", "glip.utils"},

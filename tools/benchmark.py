@@ -23,6 +23,10 @@
             model with random gradients: make_optimizer's fused step side by side with torch's default
             implementation over the same per-parameter groups.
 
+    --onnx FILE --config-file C --size HxW   an exported model (tools/export.py) in onnxruntime side by side with
+            the same model in PyTorch (`--weight` as exported) on the same random HxW input and caption: median
+            seconds of each and the largest differences of their detections.
+
 Examples: `python tools/benchmark.py --ops --threads 2`;
 `python tools/benchmark.py --config-file configs/pretrain/glip_Swin_T_O365_GoldG.yaml --size 800x1216 --runs 3`.
 """
@@ -120,6 +124,8 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (median)")
     parser.add_argument("--levels", type=int, default=len(FPN_LEVELS), help="first N FPN levels (P3 first)")
     parser.add_argument("--channels", type=int, default=256, help="input = output channels")
+    parser.add_argument("--onnx", default="", metavar="FILE", help="time this exported model against PyTorch "
+                        "(needs --config-file, and --weight as exported)")
     parser.add_argument("--optimizer", action="store_true", help="fused vs default optimizer step (needs a config)")
     parser.add_argument("--config-file", action="append", default=[],
                         help="benchmark this GLIP config's eval forward (repeat for several models)")
@@ -142,6 +148,10 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     if args.ops:
         bench_ops(args)
+    elif args.onnx:
+        if not args.config_file:
+            parser.error("--onnx needs --config-file (and --weight) of the exported model")
+        bench_onnx(args)
     elif args.optimizer:
         if not args.config_file:
             parser.error("--optimizer needs --config-file")
@@ -188,6 +198,36 @@ def _size(args):
         return tuple(int(v) for v in args.size.lower().split("x"))
     except ValueError:
         raise UserError(f"--size must look like 800x1216, got {args.size!r}") from None
+
+
+def bench_onnx(args) -> dict:
+    """The ONNX mode: onnxruntime vs PyTorch, median seconds per image and the detection differences."""
+    from glip.engine.preflight import check_weight
+    from glip.engine.weights import load_weights
+    from glip.export.module import ExportableGLIP, example_inputs
+    from glip.export.onnx import time_side_by_side
+    from glip.modeling.detector import build_detection_model
+    from glip.utils import cli
+
+    height, width = _size(args)
+    if height % 32 or width % 32:
+        raise UserError(f"--size {args.size}: the exported model takes multiples of 32")
+    if not Path(args.onnx).is_file():
+        raise UserError(f"--onnx {args.onnx}: no such file; write one with tools/export.py")
+    c = cli.merge_config(cli.base_config(), args.config_file[0], list(args.opts))
+    c.MODEL.DEVICE = "cpu"
+    model = build_detection_model(c).eval()
+    weight = check_weight(c, args.weight, args.config_file[0]) if args.weight else None
+    if weight:
+        load_weights(model, weight)
+    wrapper = ExportableGLIP(model)
+    result = time_side_by_side(wrapper, args.onnx, example_inputs(model, (height, width)), runs=args.runs,
+                               warmup=args.warmup, threads=args.threads)
+    logger.info("%s at %dx%d, %d threads, median of %d: onnxruntime %.3f s, PyTorch %.3f s (%.2fx); detections "
+                "%d / %d, max |box| diff %.2e px, max |score| diff %.2e", args.onnx, height, width, args.threads,
+                args.runs, result["onnx_s"], result["torch_s"], result["torch_s"] / result["onnx_s"],
+                result["onnx_detections"], result["torch_detections"], result["box"], result["score"])
+    return result
 
 
 def _settings(args):

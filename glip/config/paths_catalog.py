@@ -33,14 +33,20 @@ SUFFIX_FACTORIES: Dict[str, str] = {
 def try_to_find(file, return_dir=False, search_path=DEFAULT_SEARCH_PATH):
     """Resolve a relative ``file`` against the data roots.
 
-    Returns ``file`` unchanged when empty or a ``catalog://`` URL, else ``root/file`` (or
-    ``root`` with ``return_dir=True``) for the first root in which it exists. Raises
-    ``FileNotFoundError`` listing the roots searched when it exists nowhere.
+    Returns ``file`` unchanged when empty or a ``catalog://`` URL, the cached local copy of an ``hf://`` or
+    ``http(s)://`` file (:func:`glip.utils.hub.resolve`), else ``root/file`` (or ``root`` with
+    ``return_dir=True``) for the first root in which it exists. Raises ``FileNotFoundError`` listing the roots
+    searched when it exists nowhere.
     """
+    from glip.utils import hub
+
     if not file:
         return file
     if file.startswith("catalog://"):
         return file
+    if hub.is_remote(file):
+        path = hub.resolve(file)
+        return os.path.dirname(path) if return_dir else path
     roots = ["./"]
     if "DATASET" in os.environ:
         roots.append(os.environ["DATASET"])

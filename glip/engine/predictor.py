@@ -368,6 +368,13 @@ class GLIPDemo:
         return [self.entities[i - 1] if 0 < i <= len(self.entities) else "object"
                 for i in predictions.get_field("labels").tolist()]
 
+    def detections_dict(self, predictions: BoxList) -> Dict[str, object]:
+        """Detections of the last call as plain values: `boxes` (K, 4) xyxy, `scores` (K,), `labels` (K,) int64
+        1-based, `phrases` (the phrase / class name of each label) — the shape of `glip.api.predict`'s results."""
+        boxes = predictions.convert("xyxy").bbox
+        return {"boxes": boxes, "scores": predictions.get_field("scores"), "labels": predictions.get_field("labels"),
+                "phrases": self.label_names(predictions)}
+
     def run_on_web_image(self, original_image, original_caption: Caption, thresh: float = 0.5,
                          custom_entity: Optional[Sequence[dict]] = None):
         """(image with the detections above `thresh` drawn, as BGR uint8, those detections) — the reference API."""

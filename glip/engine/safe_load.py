@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from glip.utils.errors import UntrustedCheckpointError, WeightFileError, WeightFileNotFoundError
+from glip.utils.hub import resolve
 
 logger = logging.getLogger(__name__)
 
@@ -50,12 +51,13 @@ def trust_requested() -> bool:
 def load_checkpoint(path: Union[str, Path], mmap: bool = False, trust: bool = None):
     """The object stored in the checkpoint file ``path``, on the CPU.
 
+    ``path`` may be ``hf://OWNER/REPO/FILE`` or a URL (:func:`glip.utils.hub.resolve`: read from the hub cache).
     ``mmap``: map the tensors' storage instead of reading it (zip-format files; cheap for looking at shapes).
     ``trust``: unpickle fully (default: :func:`trust_requested`). Raises :class:`WeightFileNotFoundError`,
     :class:`UntrustedCheckpointError` (an object that is not plain data) or :class:`WeightFileError` (not a
     readable checkpoint), each naming ``path``.
     """
-    path = Path(path)
+    path = Path(resolve(path))  # hf://OWNER/REPO/FILE and URLs: the local copy in the hub cache
     if not path.exists():
         raise WeightFileNotFoundError("weight file not found: {}; check the path".format(path))
     if not path.is_file():

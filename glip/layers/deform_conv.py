@@ -9,9 +9,13 @@ channels `2 * (g * K + k)` / `2 * (g * K + k) + 1` (interleaved (dy, dx) per tap
 
 The compiled extension (`glip.layers.extension`) is used when available; otherwise an exact pure-PyTorch
 formulation (bilinear gather + one matrix product) runs, which autograd differentiates.
+
+Export only (`torch.export`, and so `torch.onnx.export`): while `torch.compiler.is_exporting()`, the same
+computation runs as the opaque custom op `glip::modulated_deform_conv`, which `glip.export` translates to ONNX
+`DeformConv` (same offset layout and boundary rule). Eager calls never take that path.
 """
 import math
-from typing import Optional, Tuple, Union
+from typing import List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -161,6 +165,33 @@ def _extension_op(input: torch.Tensor):
     return getattr(extension, "modulated_deform_conv", None)
 
 
+@torch.library.custom_op("glip::modulated_deform_conv", mutates_args=())
+def exportable_deform_conv(
+    input: torch.Tensor,
+    offset: torch.Tensor,
+    mask: torch.Tensor,
+    weight: torch.Tensor,
+    bias: Optional[torch.Tensor],
+    stride: List[int],
+    padding: List[int],
+    dilation: List[int],
+    groups: int,
+    deformable_groups: int,
+) -> torch.Tensor:
+    """The export-time op: DCNv2 with offset/mask already of the output size (see `modulated_deform_conv`)."""
+    op = _extension_op(input)
+    if op is not None:
+        return op(input, offset, mask, weight, bias, tuple(stride), tuple(padding), tuple(dilation), groups,
+                  deformable_groups)
+    return _modulated_deform_conv_torch(input, offset, mask, weight, bias, tuple(stride), tuple(padding),
+                                        tuple(dilation), groups, deformable_groups)
+
+
+@exportable_deform_conv.register_fake
+def _(input, offset, mask, weight, bias, stride, padding, dilation, groups, deformable_groups):
+    return input.new_empty((input.shape[0], weight.shape[0], offset.shape[2], offset.shape[3]))
+
+
 def modulated_deform_conv(
     input: torch.Tensor,
     offset: torch.Tensor,
@@ -212,6 +243,9 @@ def modulated_deform_conv(
             return modulated_deform_conv(*(_float32(t) for t in (input, offset, mask, weight, bias)), stride,
                                          padding, dilation, groups, deformable_groups)
 
+    if torch.compiler.is_exporting():
+        return exportable_deform_conv(input, offset.contiguous(), mask.contiguous(), weight, bias, list(stride2),
+                                      list(padding2), list(dilation2), groups, deformable_groups)
     op = _extension_op(input)
     if op is not None:
         return op(input, offset, mask, weight, bias, stride, padding, dilation, groups, deformable_groups)

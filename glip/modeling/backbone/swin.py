@@ -96,7 +96,10 @@ class WindowAttention(nn.Module):
         bw, n, c = x.shape
         qkv = self.qkv(x).reshape(bw, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]
-        if not torch.is_grad_enabled() and not (self.training and self.attn_drop.p > 0):
+        fused = not torch.is_grad_enabled() and not (self.training and self.attn_drop.p > 0)
+        # exporting: the explicit product, whose output layout does not depend on the attention kernel traced
+        # (the fused kernel's strides make the head merge below a view that ONNX's re-tracing cannot redo)
+        if fused and not torch.compiler.is_exporting():
             # inference: one fused kernel; same scores (q * scale) k^T + (bias + mask) up to fp32 rounding
             bias = self.relative_position_bias().unsqueeze(0)
             if mask is not None:
@@ -162,8 +165,7 @@ class SwinTransformerBlock(nn.Module):
         x = window_reverse(windows, ws, hp, wp)
         if self.shift_size > 0:
             x = torch.roll(x, shifts=(self.shift_size, self.shift_size), dims=(1, 2))
-        if pad_r > 0 or pad_b > 0:
-            x = x[:, :height, :width, :].contiguous()
+        x = x[:, :height, :width, :].contiguous()  # no branch on the padding: one exported graph for all sizes
         x = shortcut + self.drop_path(x.view(b, height * width, c))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
@@ -215,8 +217,10 @@ class SwinStage(nn.Module):
     def forward(self, x: torch.Tensor, height: int, width: int):
         """x: (B, H*W, C) -> (stage output (B, H*W, C), next input (B, H'*W', C'), H', W')."""
         ws = self.window_size
-        hp = -(-height // ws) * ws
-        wp = -(-width // ws) * ws
+        # ceil to a multiple of ws written with non-negative operands: ONNX exports `//` as a truncating Div,
+        # which rounds -(-h // ws) the wrong way
+        hp = (height + ws - 1) // ws * ws
+        wp = (width + ws - 1) // ws * ws
         attn_mask = shifted_window_mask(hp, wp, ws, self.shift_size, device=x.device, dtype=x.dtype)
         for blk in self.blocks:
             if self.use_checkpoint and torch.is_grad_enabled():
