@@ -183,6 +183,9 @@ def build_detection_model(cfg) -> GeneralizedVLRCNN:
     from glip.modeling.language.parallel import build_parallel_text_encoder
     from glip.modeling.language.mlm_masking import TokenMasker
 
+    from glip.config.audit import check_config
+
+    check_config(cfg)  # the option audit also on the Python API path: a refused option is named before any work
     arch = cfg.MODEL.META_ARCHITECTURE
     if arch != "GeneralizedVLRCNN":
         raise ValueError(f"MODEL.META_ARCHITECTURE {arch!r} is not supported (only 'GeneralizedVLRCNN')")

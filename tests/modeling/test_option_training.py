@@ -3,6 +3,7 @@ classifier, the shallow contrastive loss. Each loss is named as in the reference
 the parameters its part adds."""
 import random
 
+import pytest
 import torch
 import torch.nn.functional as F
 from helpers.stochastic import no_dropout
@@ -178,3 +179,14 @@ def test_shallow_contrastive_trains_its_projections():
         assert _grad(model, prefix) > 0, prefix
     torch.testing.assert_close(losses["loss_shallow_contrastive"].detach(),
                                0.5 * _raw(model, "loss_shallow_contrastive"))
+
+
+def test_the_builder_refuses_an_unimplemented_option_by_name():
+    """The Python API path (config -> build_detection_model) runs the option audit as the tools do."""
+    from glip.config.audit import RefusedOptionError
+
+    cfg = tiny_glip_config()
+    cfg.defrost()
+    cfg.MODEL.MASK_ON = True
+    with pytest.raises(RefusedOptionError, match=r"MODEL.MASK_ON = True"):
+        build_detection_model(cfg)
