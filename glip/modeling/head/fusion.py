@@ -100,8 +100,10 @@ class BiMultiHeadAttention(nn.Module):
         or when `blocked_inference` is False; otherwise the same quantities are evaluated in blocks of visual rows
         with the projections folded onto the text side: without autograd by `_forward_blocked` (compiled kernel
         when built), with autograd or attention dropout by `_forward_fused` (a blocked autograd function).
-        Under autocast the reference's formulation runs (its clamps are what keeps fp16 finite)."""
-        if self.stable_softmax_2d or not self.blocked_inference or torch.is_autocast_enabled(v.device.type):
+        Under autocast the reference's formulation runs (its clamps are what keeps fp16 finite), and while exporting
+        (`torch.compiler.is_exporting()`: the blocked loop branches on the data)."""
+        if (self.stable_softmax_2d or not self.blocked_inference or torch.is_autocast_enabled(v.device.type)
+                or torch.compiler.is_exporting()):
             return self._forward_batched(v, l, attention_mask_l)
         if not torch.is_grad_enabled() and not (self.training and self.dropout > 0):
             return self._forward_blocked(v, l, attention_mask_l)
