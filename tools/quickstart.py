@@ -157,32 +157,37 @@ def train_model(cfg):
 
 def measure_seconds_per_iteration(cfg, iterations: int = 6) -> float:
     """Median seconds of one training iteration of ``cfg``'s model and data on this machine now, timed with the
-    trainer itself (``do_train``, nothing saved) on a throw-away model. Run before training is seeded."""
+    trainer itself (``glip.engine.trainer.Trainer``, nothing saved) on a throw-away model. Run before training is
+    seeded."""
+    import statistics
+
     from glip.data.build import make_data_loader
     from glip.engine.checkpointer import Checkpointer
-    from glip.engine.run import freeze_parts
-    from glip.engine.trainer import MetricLogger, do_train, train_options
-    from glip.modeling.detector import build_detection_model
+    from glip.engine.hooks import HookBase
+    from glip.engine.run import build_model_on_device, prepare_for_training
+    from glip.engine.trainer import Trainer, train_options
     from glip.solver.build import make_lr_scheduler, make_optimizer
+
+    class StepTimes(HookBase):
+        def __init__(self):
+            self.seconds = []
+
+        def after_step(self, trainer):
+            self.seconds.append(trainer.last_step.batch_time)
 
     probe = cfg.clone()
     probe.defrost()
     probe.SOLVER.MAX_ITER, probe.SOLVER.MAX_EPOCH = iterations, 0
-    model = build_detection_model(probe).to(probe.MODEL.DEVICE)
-    freeze_parts(probe, model)
+    model, device = build_model_on_device(probe)
+    model = prepare_for_training(probe, model)
     loader = make_data_loader(probe, is_train=True, is_distributed=False, start_iter=0)
     optimizer = make_optimizer(probe, model)
-    meters = MetricLogger()
-    do_train(model, loader, optimizer, make_lr_scheduler(probe, optimizer), Checkpointer(model, save_dir=""),
-             torch_device(probe), 10 ** 9, {"iteration": 0}, cfg=probe, meters=meters, max_iter=iterations,
-             options=train_options(probe))
-    return float(meters.time.median)
-
-
-def torch_device(cfg):
-    import torch
-
-    return torch.device(cfg.MODEL.DEVICE)
+    options = train_options(probe, max_iter=iterations)
+    times = StepTimes()
+    scheduler = make_lr_scheduler(probe, optimizer, max_iter=iterations)
+    trainer = Trainer(model, optimizer, scheduler, Checkpointer(model, save_dir=""), device, options, [times])
+    trainer.train(loader, {"iteration": 0})
+    return float(statistics.median(times.seconds[1:] or times.seconds))
 
 
 def plan_iterations(max_iter: int, seconds_per_iter: float, budget_minutes: float, spent_minutes: float,
