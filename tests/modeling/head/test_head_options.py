@@ -121,8 +121,9 @@ def test_combinations_the_reference_cannot_run_are_refused_by_name(opts, names):
 
 def test_build_refuses_before_building():
     from glip.modeling.detector import build_detection_model
+    from glip.utils.errors import ConfigError
 
-    with pytest.raises(NotImplementedError, match="USE_BACKBONE_SHALLOW_CONTRASTIVE_LOSS"):
+    with pytest.raises(ConfigError, match="USE_BACKBONE_SHALLOW_CONTRASTIVE_LOSS"):
         build_detection_model(_cfg(FUSE + "USE_BACKBONE_SHALLOW_CONTRASTIVE_LOSS", True))
 
 
