@@ -28,15 +28,6 @@ DeformGrads deform_conv_backward_cpu(const at::Tensor& grad_output, const at::Te
 at::Tensor ml_nms_cpu(const at::Tensor& boxes, const at::Tensor& scores, const at::Tensor& labels,
                       double threshold);
 
-// Inference block kernel of the bidirectional fusion attention (see csrc/cpu/bi_attention_cpu.cpp): v (N, D),
-// q_t (D, W), q_b (W), u (heads * valid, D), bias_v (heads * valid) or empty, out_bias (D). Returns
-// (delta_v (N, D), P_l^T v (W, D)) with P_l the softmax of every logit column over the N rows.
-std::tuple<at::Tensor, at::Tensor> bi_attention_forward_cpu(const at::Tensor& v, const at::Tensor& q_t,
-                                                            const at::Tensor& q_b, const at::Tensor& u,
-                                                            const at::Tensor& bias_v, const at::Tensor& out_bias,
-                                                            int64_t heads, bool clamp_min, bool clamp_max,
-                                                            double clamp_limit, int64_t block_rows);
-
 #ifdef WITH_CUDA
 at::Tensor deform_conv_forward_cuda(const at::Tensor& input, const at::Tensor& offset, const at::Tensor& mask,
                                     const at::Tensor& weight, const at::Tensor& bias, int64_t stride_h,

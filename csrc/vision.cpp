@@ -86,16 +86,6 @@ at::Tensor ml_nms(const at::Tensor& boxes, const at::Tensor& scores, const at::T
   return ml_nms_cpu(boxes, scores, labels, threshold);
 }
 
-std::tuple<at::Tensor, at::Tensor> bi_attention_forward(const at::Tensor& v, const at::Tensor& q_t,
-                                                        const at::Tensor& q_b, const at::Tensor& u,
-                                                        const at::Tensor& bias_v, const at::Tensor& out_bias,
-                                                        int64_t heads, bool clamp_min, bool clamp_max,
-                                                        double clamp_limit, int64_t block_rows) {
-  TORCH_CHECK(v.device().is_cpu(), "bi_attention_forward: only the CPU kernel exists (use the PyTorch path)");
-  return bi_attention_forward_cpu(v, q_t, q_b, u, bias_v, out_bias, heads, clamp_min, clamp_max, clamp_limit,
-                                  block_rows);
-}
-
 bool with_cuda() {
 #ifdef WITH_CUDA
   return true;
@@ -108,7 +98,7 @@ bool with_cuda() {
 }  // namespace glip
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "GLIP compiled ops: modulated deformable convolution (DCNv2), multi-label NMS, fusion attention";
+  m.doc() = "GLIP compiled ops: modulated deformable convolution (DCNv2) and multi-label NMS";
   m.def("deform_conv_forward", &glip::deform_conv_forward, "DCNv2 forward",
         py::arg("input"), py::arg("offset"), py::arg("mask"), py::arg("weight"), py::arg("bias"),
         py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"), py::arg("dil_h"),
@@ -120,9 +110,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("dil_h"), py::arg("dil_w"), py::arg("groups"), py::arg("deformable_groups"));
   m.def("ml_nms", &glip::ml_nms, "multi-label NMS -> kept indices (descending score)", py::arg("boxes"),
         py::arg("scores"), py::arg("labels"), py::arg("threshold"));
-  m.def("bi_attention_forward", &glip::bi_attention_forward,
-        "fusion attention inference blocks -> (delta_v, P_l^T v)", py::arg("v"), py::arg("q_t"), py::arg("q_b"),
-        py::arg("u"), py::arg("bias_v"), py::arg("out_bias"), py::arg("heads"), py::arg("clamp_min"),
-        py::arg("clamp_max"), py::arg("clamp_limit"), py::arg("block_rows"));
   m.def("with_cuda", &glip::with_cuda, "whether the CUDA kernels were compiled in");
 }

@@ -7,14 +7,10 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
-#include <atomic>
-#include <cstdlib>
 #include <cmath>
 #include <vector>
 
 #include "../ops.h"
-#include "serial_blas.h"
-#include "vector_loops.h"
 
 namespace glip {
 namespace {
@@ -91,24 +87,29 @@ std::vector<Segment> channel_segments(int64_t channels, int64_t groups, int64_t 
 
 // Columns of one image for output positions [p0, p1), channels-last: a (p1 - p0, C*K) block whose row p holds,
 // for group gi, tap k and channel cc of the group, at gi*K*Cg + k*Cg + cc: mask * bilinear(input, location).
-// `input` is (H*W, C) channels-last, so every sample reads four contiguous channel vectors. Sequential: the
-// callers hand whole blocks to the threads.
+// `input` is (H*W, C) channels-last, so every sample reads four contiguous channel vectors.
 template <typename T>
 void deformable_im2col(const T* input, const T* mask, const std::vector<std::vector<Sample<T>>>& samples,
                        const ConvGeometry& g, int64_t groups, const std::vector<Segment>& segments, int64_t p0,
                        int64_t p1, T* cols) {
   const int64_t taps = g.taps(), np = g.out_plane(), C = g.channels, cg = C / groups;
-  for (int64_t p = p0; p < p1; ++p) {
-    T* row = cols + (p - p0) * C * taps;
-    for (const Segment& sg : segments) {
-      for (int64_t k = 0; k < taps; ++k) {
-        const Sample<T>& s = samples[sg.dg][p * taps + k];
-        bilinear_channels(row + sg.group * taps * cg + k * cg + (sg.c0 - sg.group * cg), input + s.idx[0] * C + sg.c0,
-                          input + s.idx[1] * C + sg.c0, input + s.idx[2] * C + sg.c0, input + s.idx[3] * C + sg.c0,
-                          s.w[0], s.w[1], s.w[2], s.w[3], mask[(sg.dg * taps + k) * np + p], sg.c1 - sg.c0);
+  at::parallel_for(p0, p1, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t p = begin; p < end; ++p) {
+      T* row = cols + (p - p0) * C * taps;
+      for (const Segment& sg : segments) {
+        const int64_t n = sg.c1 - sg.c0;
+        for (int64_t k = 0; k < taps; ++k) {
+          const Sample<T>& s = samples[sg.dg][p * taps + k];
+          const T m = mask[(sg.dg * taps + k) * np + p];
+          const T *__restrict__ x0 = input + s.idx[0] * C + sg.c0, *__restrict__ x1 = input + s.idx[1] * C + sg.c0;
+          const T *__restrict__ x2 = input + s.idx[2] * C + sg.c0, *__restrict__ x3 = input + s.idx[3] * C + sg.c0;
+          const T w0 = s.w[0], w1 = s.w[1], w2 = s.w[2], w3 = s.w[3];
+          T* __restrict__ out = row + sg.group * taps * cg + k * cg + (sg.c0 - sg.group * cg);
+          for (int64_t c = 0; c < n; ++c) out[c] = m * (w0 * x0[c] + w1 * x1[c] + w2 * x2[c] + w3 * x3[c]);
+        }
       }
     }
-  }
+  });
 }
 
 // Fused backward of the sampling for output positions [p0, p1) of one image, given grad_cols in the column
@@ -195,15 +196,6 @@ int64_t block_positions(int64_t row_size, int64_t positions) {
   return (positions + n_blocks - 1) / n_blocks;
 }
 
-// Output positions per forward block: (positions, C*K) columns of a few MiB, in L2/L3 (GLIP: 256 x 2304).
-int64_t forward_block_positions() {
-  static const int64_t value = [] {
-    const char* env = std::getenv("GLIP_DCN_BLOCK");
-    return env ? std::max<int64_t>(1, std::atoll(env)) : int64_t(256);
-  }();
-  return value;
-}
-
 ConvGeometry geometry(const at::Tensor& input, const at::Tensor& weight, int64_t out_h, int64_t out_w,
                       int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w, int64_t dil_h,
                       int64_t dil_w) {
@@ -228,7 +220,8 @@ at::Tensor deform_conv_forward_cpu(const at::Tensor& input_, const at::Tensor& o
   const at::Tensor input = input_.permute({0, 2, 3, 1}).contiguous();
   const at::Tensor weight = weight_.permute({0, 2, 3, 1}).reshape({out_channels, cg_k});
   at::Tensor output = at::empty({batch, out_channels, g.out_h, g.out_w}, input.options());
-  const int64_t block = std::min(np, forward_block_positions()), n_blocks = (np + block - 1) / block;
+  const int64_t block = block_positions(g.channels * taps, np);
+  at::Tensor cols = at::empty({block, g.channels * taps}, input.options());
   const bool has_bias = bias_.defined() && bias_.numel() > 0;
   const at::Tensor bias = has_bias ? bias_.to(input.scalar_type()).view({out_channels, 1}) : at::Tensor();
   const std::vector<Segment> segments = channel_segments(g.channels, groups, deformable_groups, 0, g.channels);
@@ -239,31 +232,23 @@ at::Tensor deform_conv_forward_cpu(const at::Tensor& input_, const at::Tensor& o
       const scalar_t* off_b = offset.data_ptr<scalar_t>() + b * offset.stride(0);
       for (int64_t d = 0; d < deformable_groups; ++d) build_samples(off_b + d * 2 * taps * np, g, samples[d]);
       const at::Tensor out_b = output[b].view({out_channels, np});
-      const scalar_t* input_b = input.data_ptr<scalar_t>() + b * input.stride(0);
-      const scalar_t* mask_b = mask.data_ptr<scalar_t>() + b * mask.stride(0);
-      // Each thread takes whole blocks: its columns stay in cache between the sampling and the (single-threaded)
-      // GEMM, and no barrier separates the two.
-      std::atomic<int64_t> next_block{0};
-      at::parallel_for(0, std::min<int64_t>(n_blocks, at::get_num_threads()), 1, [&](int64_t, int64_t) {
-        const SerialBlasGuard serial_blas;
-        at::Tensor cols = at::empty({block, g.channels * taps}, input.options());
-        for (int64_t blk = next_block++; blk < n_blocks; blk = next_block++) {
-          const int64_t p0 = blk * block, len = std::min(np, p0 + block) - p0;
-          deformable_im2col<scalar_t>(input_b, mask_b, samples, g, groups, segments, p0, p0 + len,
-                                      cols.data_ptr<scalar_t>());
-          for (int64_t gi = 0; gi < groups; ++gi) {
-            at::Tensor out_block = out_b.narrow(0, gi * og, og).narrow(1, p0, len);
-            const at::Tensor cols_g = cols.narrow(0, 0, len).narrow(1, gi * cg_k, cg_k);
-            const at::Tensor w_g = weight.narrow(0, gi * og, og);
-            if (has_bias) {
-              out_block.copy_(bias.narrow(0, gi * og, og).expand({og, len}));
-              out_block.addmm_(w_g, cols_g.t());
-            } else {
-              out_block.copy_(at::mm(w_g, cols_g.t()));
-            }
+      for (int64_t p0 = 0; p0 < np; p0 += block) {
+        const int64_t p1 = std::min(np, p0 + block), len = p1 - p0;
+        deformable_im2col<scalar_t>(input.data_ptr<scalar_t>() + b * input.stride(0),
+                                    mask.data_ptr<scalar_t>() + b * mask.stride(0), samples, g, groups, segments,
+                                    p0, p1, cols.data_ptr<scalar_t>());
+        for (int64_t gi = 0; gi < groups; ++gi) {
+          at::Tensor out_block = out_b.narrow(0, gi * og, og).narrow(1, p0, len);
+          const at::Tensor cols_g = cols.narrow(0, 0, len).narrow(1, gi * cg_k, cg_k);
+          const at::Tensor w_g = weight.narrow(0, gi * og, og);
+          if (has_bias) {
+            out_block.copy_(bias.narrow(0, gi * og, og).expand({og, len}));
+            out_block.addmm_(w_g, cols_g.t());
+          } else {
+            out_block.copy_(at::mm(w_g, cols_g.t()));
           }
         }
-      });
+      }
     }
   });
   return output;

@@ -12,8 +12,7 @@ import torch.utils.checkpoint as checkpoint
 from timm.layers import DropPath
 from torch import nn
 
-from glip.layers.blocked_attention import CLAMP_LIMIT, bi_attention_blocks, blocked_bi_attention
-
+CLAMP_LIMIT = 50000.0
 MASKED_TEXT_LOGIT = -9e15
 
 
@@ -32,10 +31,8 @@ class BiMultiHeadAttention(nn.Module):
     Image side: softmax over text of A + mask bias (-9e15 at padded tokens) -> values_l_proj(l) -> out_v_proj.
     Text side: softmax over ALL visual positions (no image mask) of A^T - rowmax -> values_v_proj(v) -> out_l_proj.
     The clamp flags bound the logits to +-50000 (fp16 safety in the reference). Attention dropout uses the
-    float attribute `dropout`. `blocked_inference` (default True) selects the blocked evaluations
-    `_forward_blocked` (inference) and `_forward_fused` (training): same values up to fp32 rounding, about half the
-    FLOPs, no (B*heads, N, T) tensors; `block_rows` visual rows per block on the CPU (one block on other devices);
-    `use_kernel` False keeps the inference on the PyTorch fallback of the compiled kernel.
+    float attribute `dropout`. Without autograd, `blocked_inference` (default True) selects the head-by-head
+    evaluation `_forward_blocked` (same values up to fp32 rounding, half the FLOPs, no (B*heads, N, T) tensors).
     Returns (delta_v (B, N, v_dim), delta_l (B, T, l_dim)).
     """
 
@@ -56,8 +53,6 @@ class BiMultiHeadAttention(nn.Module):
         self.clamp_min_for_underflow = clamp_min_for_underflow
         self.clamp_max_for_overflow = clamp_max_for_overflow
         self.blocked_inference = True
-        self.block_rows = 256
-        self.use_kernel = True
 
         self.v_proj = nn.Linear(v_dim, embed_dim)
         self.l_proj = nn.Linear(l_dim, embed_dim)
@@ -96,18 +91,14 @@ class BiMultiHeadAttention(nn.Module):
                 attention_mask_l: torch.Tensor = None) -> Tuple[torch.Tensor, torch.Tensor]:
         """v (B, N, v_dim), l (B, T, l_dim), attention_mask_l (B, T) or None -> (delta_v, delta_l).
 
-        The reference's batched formulation (`_forward_batched`, (B*heads, N, T) maps) runs with stable_softmax_2d
-        or when `blocked_inference` is False; otherwise the same quantities are evaluated in blocks of visual rows
-        with the projections folded onto the text side: without autograd by `_forward_blocked` (compiled kernel
-        when built), with autograd or attention dropout by `_forward_fused` (a blocked autograd function).
-        Under autocast the reference's formulation runs (its clamps are what keeps fp16 finite), and while exporting
-        (`torch.compiler.is_exporting()`: the blocked loop branches on the data)."""
-        if (self.stable_softmax_2d or not self.blocked_inference or torch.is_autocast_enabled(v.device.type)
-                or torch.compiler.is_exporting()):
-            return self._forward_batched(v, l, attention_mask_l)
-        if not torch.is_grad_enabled() and not (self.training and self.dropout > 0):
+        Without autograd (inference) a head-by-head evaluation runs (`_forward_blocked`); it computes the same
+        quantities as the batched formulation used for training (`_forward_batched`) without materialising the
+        (B*heads, N, T) intermediates."""
+        blocked = (self.blocked_inference and not torch.is_grad_enabled() and not self.stable_softmax_2d
+                   and not (self.training and self.dropout > 0))
+        if blocked:
             return self._forward_blocked(v, l, attention_mask_l)
-        return self._forward_fused(v, l, attention_mask_l)
+        return self._forward_batched(v, l, attention_mask_l)
 
     def _forward_batched(self, v: torch.Tensor, l: torch.Tensor,
                          attention_mask_l: torch.Tensor = None) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -142,102 +133,42 @@ class BiMultiHeadAttention(nn.Module):
 
     def _forward_blocked(self, v: torch.Tensor, l: torch.Tensor,
                          attention_mask_l: torch.Tensor = None) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Inference evaluation in blocks of visual rows, all heads at once, never materialising the (heads, N, T)
-        maps; the visual-side projections are re-associated onto the short text side (half the FLOPs).
+        """Inference evaluation, one (image, head) block A_h (N, T) at a time, with the visual-side projections
+        re-associated onto the short text side (same values up to fp32 rounding, half the FLOPs).
 
-        With v (N, v_dim), head h (slice s of the embedding, scale c = head_dim^-0.5), the logits of a block of
-        rows are A = v Q + q (all heads side by side, (rows, heads*T)) with Q_h = c Wq_s^T k_s^T, q_h = c k_s bq_s
-        (clamped as configured). Then
-          text side: P_l = softmax of A_h over the N positions (= the reference's softmax(clamp(A^T - rowmax)):
-            that clamp is a no-op in fp32), accumulated over the blocks as an online softmax (running column max,
-            sum and P_l^T v rescaled when the max grows); P_l^T (v Wvv_s^T + bvv_s) = (P_l^T v) Wvv_s^T + bvv_s;
-          image side: P_v = softmax over T of (A_h + text bias), out_v_proj folded in: delta_v = sum_h P_v,h U_h
-            with U_h = value_l_s Wov_s^T; padded tokens (bias -9e15) get exactly 0 weight in fp32, so only the
-            valid tokens enter this product.
-        Same values as `_forward_batched` up to fp32 rounding. No attention dropout (eval); never used with
-        stable_softmax_2d (a global max over all heads)."""
-        return self._forward_folded(v, l, attention_mask_l, differentiable=False)
-
-    def _forward_fused(self, v: torch.Tensor, l: torch.Tensor,
-                       attention_mask_l: torch.Tensor = None) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Training evaluation: the blocked formulation of `_forward_blocked` as one autograd function per image
-        (`glip.layers.blocked_attention.blocked_bi_attention`, backward recomputing the logits block by block),
-        with attention dropout on both softmax maps. Same values and gradients as `_forward_batched` up to fp32
-        rounding (dropout masks aside), less than half its FLOPs and no (B*heads, N, T) tensors."""
-        return self._forward_folded(v, l, attention_mask_l, differentiable=True)
-
-    def _forward_folded(self, v: torch.Tensor, l: torch.Tensor, attention_mask_l, differentiable: bool):
+        Per head h (slice s of the embedding, scale c = head_dim^-0.5, v (N, v_dim)):
+          A_h = ((v Wq_s^T + bq_s) c) k_s^T = v (c Wq_s^T k_s^T) + c k_s bq_s    (clamped as configured)
+          text side: P_l = softmax of A_h over the N positions (= the reference's softmax(clamp(A^T - rowmax));
+            that clamp is a no-op in fp32: all values are <= 0 and exp(-50000) already underflows to 0);
+            P_l^T (v Wvv_s^T + bvv_s) = (P_l^T v) Wvv_s^T + bvv_s, since every row of P_l^T sums to 1
+          image side: P_v = softmax over T of (A_h + text bias);
+            out_v_proj contribution P_v (value_l_s Wov_s^T), accumulated over the heads into delta_v.
+        No attention dropout (eval); never used with stable_softmax_2d (a global max over all heads)."""
         bsz, n_vis, _ = v.shape
         n_txt = l.shape[1]
-        key = self.l_proj(l) * self.scale                                                # (B, T, E)
-        value_l = self.values_l_proj(l)                                                  # (B, T, E)
+        d = self.head_dim
+        key = self.l_proj(l)                                                              # (B, T, E)
+        value_l = self.values_l_proj(l)                                                   # (B, T, E)
+        w_q, b_q = self.v_proj.weight, self.v_proj.bias                                  # (E, v_dim), (E,)
+        w_vv, b_vv = self.values_v_proj.weight, self.values_v_proj.bias
+        w_ov = self.out_v_proj.weight                                                     # (v_dim, E)
         bias = self._text_bias(attention_mask_l, v.dtype) if attention_mask_l is not None else None
-        dropout = self.dropout if self.training else 0.0
-        block_rows = self.block_rows if v.device.type == "cpu" else n_vis  # off the CPU: one block (no cache)
-        deltas, pooled, masses = [], [], []
+        delta_v = self.out_v_proj.bias.expand(bsz, n_vis, self.v_dim).contiguous()
+        out_l = l.new_empty(bsz, n_txt, self.embed_dim)
         for b in range(bsz):
-            valid = None if attention_mask_l is None else attention_mask_l[b] != 0
-            if valid is not None and (bool(valid.all()) or not bool(valid.any())):
-                valid = None  # nothing to drop, or nothing valid (then every token keeps the -9e15 bias)
-            cols = _TokenColumns(valid, n_txt, self.num_heads, v.device)
-            q_t, q_b, u = self._folded_text_side(key[b], value_l[b], cols)
-            bias_v = None if bias is None else bias[b, cols.order[:cols.n_valid]].repeat(self.num_heads)
-            args = (v[b], q_t, q_b, u, bias_v, self.out_v_proj.bias, self.num_heads, self.clamp_min_for_underflow,
-                    self.clamp_max_for_overflow)
-            if differentiable:
-                delta_b, pooled_b, mass_b = blocked_bi_attention(*args, dropout=dropout, block_rows=block_rows)
-                masses.append(cols.restore(mass_b[:, None]))
-            else:
-                delta_b, pooled_b = bi_attention_blocks(*args, block_rows=block_rows, use_kernel=self.use_kernel)
-            deltas.append(delta_b)
-            pooled.append(cols.restore(pooled_b))
-        delta_v = torch.stack(deltas) if bsz > 1 else deltas[0].unsqueeze(0)
-        w_vv = self.values_v_proj.weight.view(self.num_heads, self.head_dim, self.v_dim).transpose(1, 2)
-        b_vv = self.values_v_proj.bias.view(self.num_heads, 1, self.head_dim)
-        out_l = torch.matmul(torch.stack(pooled), w_vv)                                 # (B, H, T, d)
-        out_l = out_l + (torch.stack(masses) * b_vv if masses else b_vv)  # the rows of P_l^T sum to `mass`
-        return delta_v, self.out_l_proj(out_l.transpose(1, 2).reshape(bsz, n_txt, self.embed_dim))
-
-    def _folded_text_side(self, key: torch.Tensor, value_l: torch.Tensor, cols: "_TokenColumns"):
-        """Per image: Q^T as (v_dim, heads*T), q (heads*T,) and U (heads*T_valid, v_dim), columns in `cols` order."""
-        heads, d = self.num_heads, self.head_dim
-        key_h = key.view(-1, heads, d).transpose(0, 1)                                      # (H, T, d)
-        q_all = torch.bmm(key_h, self.v_proj.weight.view(heads, d, self.v_dim))             # (H, T, v_dim)
-        b_all = torch.bmm(key_h, self.v_proj.bias.view(heads, d, 1)).squeeze(-1)           # (H, T)
-        w_ov = self.out_v_proj.weight.view(self.v_dim, heads, d).permute(1, 2, 0)            # (H, d, v_dim)
-        u = torch.bmm(value_l.view(-1, heads, d).transpose(0, 1), w_ov)                     # (H, T, v_dim)
-        return cols.gather(q_all).t(), cols.gather(b_all), cols.gather(u, valid_only=True)
-
-
-class _TokenColumns:
-    """Column order of the blocked attention: the valid tokens of every head first ([h][valid token]), then the
-    padded ones ([h][padded token]); with `valid` None all tokens count as valid."""
-
-    def __init__(self, valid, n_txt: int, heads: int, device):
-        if valid is None:
-            self.order = torch.arange(n_txt, device=device)
-        else:
-            self.order = torch.cat([torch.nonzero(valid).flatten(), torch.nonzero(~valid).flatten()])
-        self.n_valid = n_txt if valid is None else int(valid.sum())
-        self.n_txt = n_txt
-        self.heads = heads
-
-    def gather(self, per_head: torch.Tensor, valid_only: bool = False) -> torch.Tensor:
-        """(H, T, ...) -> (H*T_valid [+ H*T_padded], ...) in column order."""
-        tail = per_head.shape[2:]
-        valid = per_head[:, self.order[:self.n_valid]].reshape(-1, *tail)
-        if valid_only or self.n_valid == self.n_txt:
-            return valid
-        return torch.cat([valid, per_head[:, self.order[self.n_valid:]].reshape(-1, *tail)])
-
-    def restore(self, columns: torch.Tensor) -> torch.Tensor:
-        """(H*T, ...) in column order -> (H, T, ...) in token order."""
-        tail = columns.shape[1:]
-        split = self.heads * self.n_valid
-        out = columns.new_empty(self.heads, self.n_txt, *tail)
-        out[:, self.order[:self.n_valid]] = columns[:split].view(self.heads, self.n_valid, *tail)
-        out[:, self.order[self.n_valid:]] = columns[split:].view(self.heads, self.n_txt - self.n_valid, *tail)
-        return out
+            for h in range(self.num_heads):
+                sl = slice(h * d, (h + 1) * d)
+                key_h = key[b, :, sl] * self.scale                                       # (T, d)
+                attn = torch.addmm(torch.mv(key_h, b_q[sl]), v[b], torch.mm(key_h, w_q[sl]).t())  # (N, T)
+                if self.clamp_min_for_underflow or self.clamp_max_for_overflow:
+                    attn.clamp_(min=-CLAMP_LIMIT if self.clamp_min_for_underflow else None,
+                                max=CLAMP_LIMIT if self.clamp_max_for_overflow else None)
+                pooled = torch.mm(attn.softmax(dim=0).t(), v[b])                          # (T, v_dim)
+                out_l[b, :, sl] = torch.addmm(b_vv[sl], pooled, w_vv[sl].t())
+                if bias is not None:
+                    attn.add_(bias[b])
+                delta_v[b].addmm_(attn.softmax(dim=-1), torch.mm(value_l[b, :, sl], w_ov[:, sl].t()))
+        return delta_v, self.out_l_proj(out_l)
 
 
 class BiAttentionBlockForCheckpoint(nn.Module):
