@@ -98,7 +98,7 @@ bool with_cuda() {
 }  // namespace glip
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "GLIP compiled ops: modulated deformable convolution (DCNv2) and multi-label NMS";
+  m.doc() = "GLIP compiled ops: modulated deformable convolution (DCNv2), multi-label NMS";
   m.def("deform_conv_forward", &glip::deform_conv_forward, "DCNv2 forward",
         py::arg("input"), py::arg("offset"), py::arg("mask"), py::arg("weight"), py::arg("bias"),
         py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"), py::arg("dil_h"),

@@ -9,6 +9,16 @@
             post-processing), the counted FLOPs, this machine's fp32 GEMM rate measured in the same run, the
             efficiency FLOPs / (time x GEMM rate) and the peak RSS; `--json FILE` writes the same figures.
 
+            Per stage the table gives the reference's FLOPs, the FLOPs actually executed, the executed rate and
+            that rate against the GEMM rate. Several `--config-file`s give one table each and a summary (e.g. GLIP-T
+            and GLIP-L); `--fusion blocked,batched` times the fusion attention's evaluations side by side in one
+            process, runs interleaved (blocked: head by head with the projections regrouped onto the text side,
+            the default on the CPU; batched: the reference formulation). `--device cuda` and `--amp float16|bfloat16` run on a GPU.
+
+    --train --config-file C --size HxW   a training step (forward, losses, backward, the config's optimizer) on
+            a synthetic batch (random images, random boxes of COCO classes, the 80-class prompt): median seconds
+            of each phase, images/s, and every stage's forward and backward alone (training always runs the batched fusion).
+
     --optimizer --config-file C   one optimizer step (with the config's gradient clipping) over the config's
             model with random gradients: make_optimizer's fused step side by side with torch's default
             implementation over the same per-parameter groups.
@@ -117,7 +127,14 @@ def main(argv=None):
     parser.add_argument("--onnx", default="", metavar="FILE", help="time this exported model against PyTorch "
                         "(needs --config-file, and --weight as exported)")
     parser.add_argument("--optimizer", action="store_true", help="fused vs default optimizer step (needs a config)")
-    parser.add_argument("--config-file", default="", help="benchmark this GLIP config's eval forward")
+    parser.add_argument("--config-file", action="append", default=[],
+                        help="benchmark this GLIP config's eval forward (repeat for several models)")
+    parser.add_argument("--train", action="store_true", help="time a training step instead of the eval forward")
+    parser.add_argument("--fusion", default="blocked", help="comma list of fusion paths timed side by side "
+                        "(blocked, batched)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (model and training modes)")
+    parser.add_argument("--amp", default="none", choices=["none", "float16", "bfloat16"], help="autocast dtype")
+    parser.add_argument("--no-stages", action="store_true", help="training mode: skip the per-stage timings")
     parser.add_argument("--size", default="800x1216", help="network input HxW (model mode)")
     parser.add_argument("--runs", type=int, default=3, help="timed forwards (model mode)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed forwards first (model mode)")
@@ -139,6 +156,10 @@ def main(argv=None):
         if not args.config_file:
             parser.error("--optimizer needs --config-file")
         bench_optimizer(args)
+    elif args.train:
+        if not args.config_file:
+            parser.error("--train needs --config-file")
+        bench_training(args)
     elif args.config_file:
         bench_model(args)
     else:
@@ -152,7 +173,7 @@ def bench_optimizer(args) -> dict:
     from glip.solver.build import make_optimizer
 
     c = cfg.clone()
-    c.merge_from_file(args.config_file)
+    c.merge_from_file(args.config_file[0])
     c.merge_from_list(["MODEL.DEVICE", "cpu"] + list(args.opts))
     model = build_detection_model(c)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -172,12 +193,11 @@ def bench_optimizer(args) -> dict:
     return result
 
 
-def _parse_size(text: str):
+def _size(args):
     try:
-        height, width = (int(v) for v in text.lower().split("x"))
+        return tuple(int(v) for v in args.size.lower().split("x"))
     except ValueError:
-        raise UserError(f"--size must look like 800x1216, got {text!r}") from None
-    return height, width
+        raise UserError(f"--size must look like 800x1216, got {args.size!r}") from None
 
 
 def bench_onnx(args) -> dict:
@@ -189,15 +209,15 @@ def bench_onnx(args) -> dict:
     from glip.modeling.detector import build_detection_model
     from glip.utils import cli
 
-    height, width = _parse_size(args.size)
+    height, width = _size(args)
     if height % 32 or width % 32:
         raise UserError(f"--size {args.size}: the exported model takes multiples of 32")
     if not Path(args.onnx).is_file():
         raise UserError(f"--onnx {args.onnx}: no such file; write one with tools/export.py")
-    c = cli.merge_config(cli.base_config(), args.config_file, list(args.opts))
+    c = cli.merge_config(cli.base_config(), args.config_file[0], list(args.opts))
     c.MODEL.DEVICE = "cpu"
     model = build_detection_model(c).eval()
-    weight = check_weight(c, args.weight, args.config_file) if args.weight else None
+    weight = check_weight(c, args.weight, args.config_file[0]) if args.weight else None
     if weight:
         load_weights(model, weight)
     wrapper = ExportableGLIP(model)
@@ -210,35 +230,130 @@ def bench_onnx(args) -> dict:
     return result
 
 
-def bench_model(args) -> dict:
-    """The model mode: build the config's model, time it, print the table, write the json."""
-    import json
+def _settings(args):
+    """(fusion paths, device, amp dtype) from the command line, refused by name when unknown."""
+    from glip.engine.benchmark import FUSION_PATHS
 
+    paths = [p.strip() for p in args.fusion.split(",") if p.strip()]
+    unknown = [p for p in paths if p not in FUSION_PATHS]
+    if unknown or not paths:
+        raise UserError(f"--fusion: unknown path(s) {unknown}; choose from {sorted(FUSION_PATHS)}")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is visible")
+    amp = {"none": None, "float16": torch.float16, "bfloat16": torch.bfloat16}[args.amp]
+    return paths, args.device, amp
+
+
+def _build(args, config_file: str):
     from glip.config import cfg
-    from glip.utils.profiling import benchmark_model, format_report
+    from glip.modeling.detector import build_detection_model
 
-    try:
-        height, width = (int(v) for v in args.size.lower().split("x"))
-    except ValueError:
-        raise UserError(f"--size must look like 800x1216, got {args.size!r}") from None
     c = cfg.clone()
-    c.merge_from_file(args.config_file)
+    c.merge_from_file(config_file)
     c.merge_from_list(["MODEL.DEVICE", "cpu"] + list(args.opts))
-    model = None
+    model = build_detection_model(c)
     if args.weight:
         from glip.engine.preflight import check_weight
         from glip.engine.weights import load_weights
-        from glip.modeling.detector import build_detection_model
 
-        weight = check_weight(c, args.weight, args.config_file)
-        model = build_detection_model(c)
-        load_weights(model, weight)
-    result = benchmark_model(c, size_hw=(height, width), runs=args.runs, warmup=args.warmup,
-                             threads=args.threads, batch_size=args.batch_size, model=model)
-    logger.info(format_report(result))
+        load_weights(model, check_weight(c, args.weight, config_file))
+    return c, model
+
+
+def _merge(results: list) -> dict:
+    """One result from single-run results of the same setting: medians over the runs, FLOPs from the last."""
+    from glip.utils.profiling import _stage_medians
+
+    merged = dict(results[-1])
+    merged["seconds"] = [s for r in results for s in r["seconds"]]
+    merged["median_seconds"] = statistics.median(merged["seconds"])
+    merged["per_image_seconds"] = merged["median_seconds"] / merged["batch_size"]
+    merged["gemm_gflops"] = statistics.median(r["gemm_gflops"] for r in results)
+    merged["stages"] = _stage_medians([r["stages"] for r in results])
+    merged["runs"] = len(merged["seconds"])
+    merged["peak_rss_mb"] = max(r["peak_rss_mb"] for r in results)
+    if merged["gflop"]:
+        merged["efficiency"] = merged["gflop"] / (merged["median_seconds"] * merged["gemm_gflops"])
+    return merged
+
+
+def bench_model(args) -> dict:
+    """The model mode: per config, the fusion paths side by side (runs interleaved); tables, summary, json."""
+    import json
+
+    from glip.engine.benchmark import benchmark_model, set_fusion_path
+    from glip.utils.profiling import format_report
+
+    size = _size(args)
+    paths, device, amp = _settings(args)
+    report = {}
+    for config_file in args.config_file:
+        _, model = _build(args, config_file)
+        runs = {path: [] for path in paths}
+        for r in range(args.runs):
+            for path in paths:
+                set_fusion_path(model, path)
+                runs[path].append(benchmark_model(
+                    size_hw=size, runs=1, warmup=args.warmup if r == 0 else 0, threads=args.threads,
+                    batch_size=args.batch_size, model=model, flops=r == args.runs - 1 and device == "cpu",
+                    device=device, amp_dtype=amp))
+        for path in paths:
+            result = _merge(runs[path])
+            report[f"{Path(config_file).stem} [{path}]"] = result
+            logger.info("%s, fusion %s, %s%s", config_file, path, device, f", autocast {args.amp}" if amp else "")
+            logger.info(format_report(result))
+        del model
+    logger.info("summary (median s/forward, reference / executed GFLOP, GEMM GFLOP/s, peak RSS MiB):")
+    for name, r in report.items():
+        logger.info(f"  {name:<44s} {r['median_seconds']:8.3f} s  {r['gflop']:7.1f} / {r['executed_gflop']:7.1f}  "
+                    f"GEMM {r['gemm_gflops']:6.1f}  RSS {r['peak_rss_mb']:.0f}")
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1))
-    return result
+        Path(args.json).write_text(json.dumps(report, indent=1))
+    return report
+
+
+def bench_training(args) -> dict:
+    """The training mode: the fusion paths side by side (steps interleaved), stage times in the last round."""
+    import json
+
+    from glip.engine.benchmark import benchmark_training, set_fusion_path
+    from glip.solver.build import make_optimizer
+    from glip.utils.training_profile import format_training_report
+
+    size = _size(args)
+    paths, device, amp = _settings(args)
+    c, model = _build(args, args.config_file[0])
+    model.to(device)
+    optimizer = make_optimizer(c, model)
+    runs = {path: [] for path in paths}
+    for r in range(args.runs):
+        for path in paths:
+            set_fusion_path(model, path)
+            runs[path].append(benchmark_training(
+                model, size, args.batch_size, runs=1, warmup=args.warmup if r == 0 else 0, threads=args.threads,
+                device=device, amp_dtype=amp, optimizer=optimizer,
+                stages=r == args.runs - 1 and not args.no_stages))
+    report = {}
+    for path in paths:
+        result = dict(runs[path][-1])
+        result["steps"] = [s for one in runs[path] for s in one["steps"]]
+        for key in ("forward", "backward", "optimizer", "step"):
+            result[key] = statistics.median(one[key] for one in runs[path])
+        result["images_per_second"] = args.batch_size / result["step"]
+        result["runs"] = len(result["steps"])
+        report[path] = result
+        logger.info("training step, %s, fusion %s, %s, batch %d, %dx%d, median of %d: %.3f s (%.2f images/s)",
+                    args.config_file[0], path, device, args.batch_size, *size, result["runs"], result["step"],
+                    result["images_per_second"])
+        if result["stages"]:
+            logger.info(format_training_report(result))
+    if len(paths) > 1:
+        first = report[paths[0]]["step"]
+        for path in paths[1:]:
+            logger.info("step %s / %s: %.2fx", path, paths[0], report[path]["step"] / first)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+    return report
 
 
 if __name__ == "__main__":

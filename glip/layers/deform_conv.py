@@ -154,9 +154,13 @@ def _modulated_deform_conv_torch(
     return out.view(b, out_c, out_h, out_w)
 
 
+def _float32(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    return t.float() if t is not None and t.is_floating_point() else t
+
+
 def _extension_op(input: torch.Tensor):
     """The compiled `extension.modulated_deform_conv`, or None when not built / not usable for this tensor."""
-    if input.device.type != "cpu" or extension.load() is None:
+    if not extension.supports(input.device):
         return None
     return getattr(extension, "modulated_deform_conv", None)
 
@@ -234,6 +238,10 @@ def modulated_deform_conv(
         raise ValueError(f"convolution input {tuple(input.shape)} is too small (output would be {out_hw})")
     offset = reinterpret_as_output_size(offset, out_hw)
     mask = reinterpret_as_output_size(mask, out_hw)
+    if torch.is_autocast_enabled(input.device.type):  # the reference casts DCN inputs to fp32 under autocast
+        with torch.autocast(input.device.type, enabled=False):
+            return modulated_deform_conv(*(_float32(t) for t in (input, offset, mask, weight, bias)), stride,
+                                         padding, dilation, groups, deformable_groups)
 
     if torch.compiler.is_exporting():
         return exportable_deform_conv(input, offset.contiguous(), mask.contiguous(), weight, bias, list(stride2),

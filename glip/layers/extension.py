@@ -1,7 +1,7 @@
 """Loader of the optional compiled ops (`glip._C`) and autograd-capable wrappers around them.
 
 `load()` returns the module, or None when it is not built, fails to import, or GLIP_DISABLE_EXT=1. Callers
-dispatch with `if extension.load() is not None and <device supported>:` and fall back to torchvision / PyTorch.
+dispatch with `if extension.supports(device):` (CPU; CUDA when built with it) and fall back to PyTorch.
 """
 import functools
 import logging
@@ -26,6 +26,16 @@ def load():
         logger.debug("glip._C not available (%s); using the PyTorch fallbacks", err)
         return None
     return _C
+
+
+def supports(device: torch.device) -> bool:
+    """Whether the compiled ops can run on tensors of `device`: CPU when built, CUDA when built with CUDA."""
+    ext = load()
+    if ext is None:
+        return False
+    if device.type == "cpu":
+        return True
+    return device.type == "cuda" and bool(getattr(ext, "with_cuda", lambda: False)())
 
 
 def _require():

@@ -79,7 +79,7 @@ def ml_nms(boxes, scores, labels, threshold):
     """
     if boxes.numel() == 0:
         return torch.empty((0,), dtype=torch.int64, device=boxes.device)
-    if extension.load() is not None and hasattr(extension, "ml_nms") and boxes.device.type == "cpu":
+    if extension.supports(boxes.device):
         return extension.ml_nms(boxes, scores, labels, threshold)
     return _greedy_nms(boxes, scores, labels, threshold)
 

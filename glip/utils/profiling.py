@@ -74,11 +74,13 @@ class StageTimer:
     """Wall time spent inside named modules, via forward pre/post hooks.
 
     `with StageTimer(stages) as timer: model(...)`, then `timer.seconds` = {name: total seconds during the
-    block} (a module called several times accumulates). `reset()` clears the totals.
+    block} (a module called several times accumulates). `reset()` clears the totals. `clock` (default
+    time.perf_counter) may synchronise a GPU first.
     """
 
-    def __init__(self, stages: Iterable[Tuple[str, nn.Module]]):
+    def __init__(self, stages: Iterable[Tuple[str, nn.Module]], clock=time.perf_counter):
         self.stages = list(stages)
+        self.clock = clock
         self.seconds: Dict[str, float] = {}
         self._start: Dict[str, List[float]] = {}
         self._handles = []
@@ -89,12 +91,12 @@ class StageTimer:
 
     def _pre(self, name):
         def hook(module, args):
-            self._start[name].append(time.perf_counter())
+            self._start[name].append(self.clock())
         return hook
 
     def _post(self, name):
         def hook(module, args, output):
-            self.seconds[name] += time.perf_counter() - self._start[name].pop()
+            self.seconds[name] += self.clock() - self._start[name].pop()
         return hook
 
     def __enter__(self):
@@ -146,40 +148,51 @@ REFERENCE_FORMULAS = {
     "glip.modeling.head.fusion.BiMultiHeadAttention": bi_attention_flops,
     "glip.modeling.backbone.swin.WindowAttention": window_attention_flops,
 }
+# classes whose work FlopCounterMode cannot see (the compiled DCN kernel, the CPU's fused scaled-dot-product
+# attention) but which execute what their formula counts: their formula is also their executed count (the fusion
+# attention's blocked evaluation runs as PyTorch matrix products, which the counter sees)
+OPAQUE_CLASSES = frozenset({"glip.layers.deform_conv.ModulatedDeformConv",
+                            "glip.modeling.backbone.swin.WindowAttention"})
 
 
 def _reference_formula(module: nn.Module):
-    """The formula of `REFERENCE_FORMULAS` for `module`'s class or its nearest base class listed there, or None."""
+    """(formula, opaque) of `REFERENCE_FORMULAS` for `module`'s class or its nearest base class listed there, or
+    None; `opaque`: the class is in OPAQUE_CLASSES."""
     for cls in type(module).__mro__:
-        formula = REFERENCE_FORMULAS.get(f"{cls.__module__}.{cls.__qualname__}")
-        if formula is not None:
-            return formula
+        name = f"{cls.__module__}.{cls.__qualname__}"
+        if name in REFERENCE_FORMULAS:
+            return REFERENCE_FORMULAS[name], name in OPAQUE_CLASSES
     return None
 
 
 @contextmanager
 def _formula_correction(model: nn.Module, counter: FlopCounterMode, totals: Dict[str, int]):
     """While active, the FLOPs `counter` sees inside modules with a reference formula are added to
-    totals["seen"] and their formula counts to totals["formula"]: `counted - seen + formula` is the corrected
-    total (outermost such module only)."""
+    totals["seen"] and their formula counts to totals["formula"] (for opaque classes also to
+    totals["opaque_seen"] / totals["opaque_formula"]): `counted - seen + formula` is the reference total and
+    `counted - opaque_seen + opaque_formula` the executed one (outermost such module only)."""
     handles, starts = [], []
 
     def pre(module, args, kwargs):
         starts.append(counter.get_total_flops())
 
-    def post(formula):
+    def post(formula, opaque):
         def hook(module, args, kwargs, output):
             start = starts.pop()
             if not starts:
-                totals["seen"] += counter.get_total_flops() - start
-                totals["formula"] += formula(module, args, kwargs, output)
+                seen, flops = counter.get_total_flops() - start, formula(module, args, kwargs, output)
+                totals["seen"] += seen
+                totals["formula"] += flops
+                if opaque:
+                    totals["opaque_seen"] += seen
+                    totals["opaque_formula"] += flops
         return hook
 
     for m in model.modules():
-        formula = _reference_formula(m)
-        if formula is not None:
+        found = _reference_formula(m)
+        if found is not None:
             handles += [m.register_forward_pre_hook(pre, with_kwargs=True),
-                        m.register_forward_hook(post(formula), with_kwargs=True)]
+                        m.register_forward_hook(post(*found), with_kwargs=True)]
     try:
         yield
     finally:
@@ -187,29 +200,37 @@ def _formula_correction(model: nn.Module, counter: FlopCounterMode, totals: Dict
             handle.remove()
 
 
-def count_flops(model: nn.Module, run, stages: Optional[Sequence[Tuple[str, nn.Module]]] = None
-                ) -> Tuple[int, Dict[str, int], int]:
+def count_flops(model: nn.Module, run, stages: Optional[Sequence[Tuple[str, nn.Module]]] = None,
+                executed_stages: Optional[Dict[str, int]] = None) -> Tuple[int, Dict[str, int], int]:
     """FLOPs of one call of `run()` (a closure calling the model, without grad):
     (total, {stage: flops}, executed).
 
     Matrix products/convolutions are counted by FlopCounterMode; modulated deformable convs are counted as
     convolutions and the fusion attention in its reference formulation (see the module docstring), so `total`
-    does not depend on how these are evaluated. `executed` is FlopCounterMode's raw count of what ran.
+    does not depend on how these are evaluated. `executed` counts what ran: FlopCounterMode's count, with the
+    formula of the classes whose work it cannot see (OPAQUE_CLASSES) in place of what it saw there. When a dict
+    `executed_stages` is given, it receives the executed FLOPs of every stage.
     """
     stages = list(stages or [])
     counter = FlopCounterMode(display=False)
-    totals = {"seen": 0, "formula": 0}
+    totals = {"seen": 0, "formula": 0, "opaque_seen": 0, "opaque_formula": 0}
     per_stage = {name: 0 for name, _ in stages}
+    per_stage_executed = {name: 0 for name, _ in stages}
     handles, starts = [], {}
 
     def corrected():
         return counter.get_total_flops() - totals["seen"] + totals["formula"]
 
+    def executed():
+        return counter.get_total_flops() - totals["opaque_seen"] + totals["opaque_formula"]
+
     def pre(module, args, name):
-        starts.setdefault(name, []).append(corrected())
+        starts.setdefault(name, []).append((corrected(), executed()))
 
     def post(module, args, output, name):
-        per_stage[name] += corrected() - starts[name].pop()
+        start_ref, start_exec = starts[name].pop()
+        per_stage[name] += corrected() - start_ref
+        per_stage_executed[name] += executed() - start_exec
 
     # the formula hooks are registered first so that a stage's post hook sees its corrected count
     with _formula_correction(model, counter, totals):
@@ -222,20 +243,26 @@ def count_flops(model: nn.Module, run, stages: Optional[Sequence[Tuple[str, nn.M
         finally:
             for handle in handles:
                 handle.remove()
-    return corrected(), per_stage, counter.get_total_flops()
+    if executed_stages is not None:
+        executed_stages.update(per_stage_executed)
+    return corrected(), per_stage, executed()
 
 
-def gemm_gflops(size: int = 2048, runs: int = 3, dtype: torch.dtype = torch.float32) -> float:
+def gemm_gflops(size: int = 2048, runs: int = 3, dtype: torch.dtype = torch.float32, device="cpu") -> float:
     """Measured dense matrix-product rate (GFLOP/s): median over `runs` of a (size x size) @ (size x size) matmul
-    with the current torch thread setting (one untimed warm-up)."""
-    a = torch.randn(size, size, dtype=dtype)
-    b = torch.randn(size, size, dtype=dtype)
-    out = torch.empty(size, size, dtype=dtype)
+    with the current torch thread setting (one untimed warm-up); on a GPU the clock synchronises."""
+    device = torch.device(device)
+    a = torch.randn(size, size, dtype=dtype, device=device)
+    b = torch.randn(size, size, dtype=dtype, device=device)
+    out = torch.empty(size, size, dtype=dtype, device=device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     torch.mm(a, b, out=out)
     rates = []
     for _ in range(runs):
+        sync()
         start = time.perf_counter()
         torch.mm(a, b, out=out)
+        sync()
         rates.append(2.0 * size ** 3 / (time.perf_counter() - start) / 1e9)
     return statistics.median(rates)
 
@@ -254,17 +281,28 @@ def _stage_medians(samples: List[Dict[str, float]]) -> Dict[str, float]:
     return medians
 
 
+def _flop_columns(sec: float, ref: Optional[float], executed: Optional[float], gemm: float) -> str:
+    if ref is None or executed is None:
+        return ""
+    rate = executed / sec if sec > 0 else 0.0
+    return f" {ref:9.1f} {executed:9.1f} {rate:8.1f} {100 * rate / gemm:6.1f}%"
+
+
 def format_report(result: dict) -> str:
-    """Human-readable table of a `benchmark_model` result."""
+    """Human-readable table of a `benchmark_model` result: per stage the median seconds, the reference's and the
+    executed GFLOP, the executed rate (GFLOP/s) and that rate against the GEMM rate of the same run."""
+    gemm = result["gemm_gflops"]
     lines = [f"input {result['size_hw'][0]}x{result['size_hw'][1]}, batch {result['batch_size']}, "
-             f"{result['threads']} threads, median of {result['runs']} runs"]
+             f"{result['threads']} threads, median of {result['runs']} runs",
+             f"  {'stage':<28s} {'seconds':>10s} {'ref GFLOP':>9s} {'exec GF':>9s} {'GFLOP/s':>8s} {'of GEMM':>7s}"]
+    executed = result.get("stage_executed_gflop", {})
     for name, sec in result["stages"].items():
-        gf = result["stage_gflop"].get(name)
-        flop_text = f"  {gf:8.1f} GFLOP" if gf is not None else ""
-        lines.append(f"  {name:<28s} {sec:8.3f} s{flop_text}")
+        cols = _flop_columns(sec, result["stage_gflop"].get(name), executed.get(name), gemm)
+        lines.append(f"  {name:<28s} {sec:8.3f} s{cols}")
     eff = result["efficiency"]
-    lines.append(f"  {'total':<28s} {result['median_seconds']:8.3f} s  {result['gflop']:8.1f} GFLOP")
-    lines.append(f"GEMM {result['gemm_gflops']:.1f} GFLOP/s, efficiency "
+    cols = _flop_columns(result["median_seconds"], result["gflop"], result["executed_gflop"], gemm) if eff else ""
+    lines.append(f"  {'total':<28s} {result['median_seconds']:8.3f} s{cols}")
+    lines.append(f"GEMM {gemm:.1f} GFLOP/s, efficiency (reference FLOPs) "
                  f"{'n/a' if eff is None else f'{100 * eff:.1f}%'}, peak RSS {result['peak_rss_mb']:.0f} MiB")
     return "\n".join(lines)
 

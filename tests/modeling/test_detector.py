@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from helpers import REFERENCE, load_golden
-from helpers.glip_model import golden_glip_tiny, match_detections
+from helpers.glip_model import check_detections, detect_golden, golden_glip_tiny
 
 IMAGES = ["astronaut", "chelsea"]
 CAPTIONS = ["coco", "free"]
@@ -85,51 +85,17 @@ def test_intermediate_tensors_match_320(model, image, caption):
         torch.testing.assert_close(ours[..., :n], ref, atol=1e-3, rtol=1e-4)
 
 
-def _detect(model, golden, size_key, caption_key):
-    from glip.data.transforms import Normalize
-    from glip.structures.image_list import to_image_list
-
-    size = golden[size_key]
-    cap = size["captions"][caption_key]
-    if "input_tensor" in size:
-        images = to_image_list(size["input_tensor"][0], 32)
-        images.image_sizes = [tuple(size["image_size_hw"])]
-    else:
-        rgb = size["resized_rgb_uint8"].permute(2, 0, 1).float() / 255.0
-        normalize = Normalize([103.530, 116.280, 123.675], [57.375, 57.120, 58.395], format="bgr255")
-        images = to_image_list([normalize(rgb)[0]], 32)
-    with torch.no_grad():
-        det = model(images, captions=[cap["caption"]], positive_map=cap["positive_map_label_to_token"])[0]
-    return det, cap["detections"]
-
-
-def _check_detections(det, ref):
-    ours = {"boxes": det.bbox, "scores": det.get_field("scores"), "labels": det.get_field("labels")}
-    assert tuple(det.size) == tuple(ref["image_size_wh"])
-    unmatched = match_detections(ours, ref)
-    cut = ref["scores"].min()
-    # Only near-ties at the 100-detection cut may swap (README section 9).
-    assert all(abs(ref["scores"][i] - cut) < 1e-4 for i in unmatched), unmatched
-    assert len(ours["scores"]) == len(ref["scores"])
-    orig = det.resize(tuple(ref["orig_size_wh"]))
-    matched = [i for i in range(len(ref["scores"])) if i not in unmatched]
-    for i in matched:
-        hit = ((orig.get_field("labels") == ref["labels"][i])
-               & ((orig.bbox - ref["boxes_orig"][i]).abs().amax(dim=1) <= 1e-2))
-        assert hit.any(), i
-
-
 @pytest.mark.parametrize("image", IMAGES)
 @pytest.mark.parametrize("caption", CAPTIONS)
 def test_detections_match_320(model, image, caption):
-    det, ref = _detect(model, load_golden(f"infer_{image}_320.pt"), "size320", caption)
-    _check_detections(det, ref)
+    det, ref = detect_golden(model, load_golden(f"infer_{image}_320.pt"), "size320", caption)
+    check_detections(det, ref)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("image", IMAGES)
 @pytest.mark.parametrize("caption", CAPTIONS)
 def test_detections_match_800(model, image, caption):
-    det, ref = _detect(model, load_golden(f"infer_{image}_800.pt"), "size800", caption)
-    _check_detections(det, ref)
+    det, ref = detect_golden(model, load_golden(f"infer_{image}_800.pt"), "size800", caption)
+    check_detections(det, ref)
 

@@ -5,24 +5,8 @@ import pytest
 import torch
 
 from helpers import load_golden
-from helpers.glip_model import golden_glip_tiny
+from helpers.glip_model import golden_glip_tiny, golden_train_batch
 from helpers.stochastic import no_dropout
-
-
-def _batch(golden):
-    from glip.data.transforms import Normalize
-    from glip.structures.bounding_box import BoxList
-    from glip.structures.image_list import to_image_list
-
-    normalize = Normalize([103.530, 116.280, 123.675], [57.375, 57.120, 58.395], format="bgr255")
-    images = [normalize(s["resized_rgb_uint8"].permute(2, 0, 1).float() / 255.0)[0] for s in golden["samples"]]
-    images = to_image_list(images, 32)
-    targets = []
-    for t in golden["targets"]:
-        box = BoxList(t["boxes"], t["size_wh"], mode="xyxy")
-        box.add_field("labels", t["labels"])
-        targets.append(box)
-    return images, targets
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +15,7 @@ def train_step():
     model = golden_glip_tiny()
     model.train()
     try:
-        images, targets = _batch(golden)
+        images, targets = golden_train_batch(golden)
         assert tuple(images.tensors.shape) == tuple(golden["batch_input_shape"])
         with no_dropout(model, drop_path=True):  # every train-mode stochastic layer off
             losses = model(images, targets=targets, captions=golden["captions"],

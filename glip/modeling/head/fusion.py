@@ -31,7 +31,7 @@ class BiMultiHeadAttention(nn.Module):
     Image side: softmax over text of A + mask bias (-9e15 at padded tokens) -> values_l_proj(l) -> out_v_proj.
     Text side: softmax over ALL visual positions (no image mask) of A^T - rowmax -> values_v_proj(v) -> out_l_proj.
     The clamp flags bound the logits to +-50000 (fp16 safety in the reference). Attention dropout uses the
-    float attribute `dropout`. Without autograd, `blocked_inference` (default True) selects the head-by-head
+    float attribute `dropout`. Without autograd on the CPU, `blocked_inference` (default True) selects the head-by-head
     evaluation `_forward_blocked` (same values up to fp32 rounding, half the FLOPs, no (B*heads, N, T) tensors).
     Returns (delta_v (B, N, v_dim), delta_l (B, T, l_dim)).
     """
@@ -91,11 +91,13 @@ class BiMultiHeadAttention(nn.Module):
                 attention_mask_l: torch.Tensor = None) -> Tuple[torch.Tensor, torch.Tensor]:
         """v (B, N, v_dim), l (B, T, l_dim), attention_mask_l (B, T) or None -> (delta_v, delta_l).
 
-        Without autograd (inference) a head-by-head evaluation runs (`_forward_blocked`); it computes the same
-        quantities as the batched formulation used for training (`_forward_batched`) without materialising the
-        (B*heads, N, T) intermediates."""
+        Without autograd (inference) on the CPU a head-by-head evaluation runs (`_forward_blocked`); it computes
+        the same quantities as the batched formulation used for training (`_forward_batched`) without
+        materialising the (B*heads, N, T) intermediates. On a GPU, and under autocast (the reference's clamps are
+        what keeps fp16 finite), the batched formulation runs."""
         blocked = (self.blocked_inference and not torch.is_grad_enabled() and not self.stable_softmax_2d
-                   and not (self.training and self.dropout > 0))
+                   and not (self.training and self.dropout > 0) and v.device.type == "cpu"
+                   and not torch.is_autocast_enabled(v.device.type))
         if blocked:
             return self._forward_blocked(v, l, attention_mask_l)
         return self._forward_batched(v, l, attention_mask_l)

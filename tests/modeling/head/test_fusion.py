@@ -196,6 +196,10 @@ def test_batched_path_when_grad_needed_or_disabled(monkeypatch):
         attn.blocked_inference = False
         attn(v, l)
         assert calls == ["blocked"]
+        attn.blocked_inference = True
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # the reference's clamped formulation under autocast
+            attn(v, l)
+        assert calls == ["blocked"]
 
 
 def test_attention_width_from_the_project_key(cfg):
