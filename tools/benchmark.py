@@ -17,7 +17,8 @@
 
     --train --config-file C --size HxW   a training step (forward, losses, backward, the config's optimizer) on
             a synthetic batch (random images, random boxes of COCO classes, the 80-class prompt): median seconds
-            of each phase, images/s, and every stage's forward and backward alone (training always runs the batched fusion).
+            of each phase, images/s, and every stage's forward and backward alone (training runs the batched
+            fusion).
 
     --optimizer --config-file C   one optimizer step (with the config's gradient clipping) over the config's
             model with random gradients: make_optimizer's fused step side by side with torch's default
