@@ -4,7 +4,7 @@
 `BiAttentionBlockForCheckpoint` adds pre-LayerNorm and layer-scale residuals over all FPN levels at once, and
 `VLFuse` is the dyhead tower module wrapping it (dict in, dict out).
 """
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -139,12 +139,16 @@ class BiMultiHeadAttention(nn.Module):
         re-associated onto the short text side (same values up to fp32 rounding, half the FLOPs).
 
         Per head h (slice s of the embedding, scale c = head_dim^-0.5, v (N, v_dim)):
-          A_h = ((v Wq_s^T + bq_s) c) k_s^T = v (c Wq_s^T k_s^T) + c k_s bq_s    (clamped as configured)
+          A_h = ((v Wq_s^T + bq_s) c) k_s^T = v (c Wq_s^T k_s^T) + c k_s bq_s    (clamped as configured; the
+            clamp is skipped when |A_h| provably stays inside the limit: max row norm of v x max column norm of
+            the folded query + max |bias|, so it would change nothing)
           text side: P_l = softmax of A_h over the N positions (= the reference's softmax(clamp(A^T - rowmax));
             that clamp is a no-op in fp32: all values are <= 0 and exp(-50000) already underflows to 0);
             P_l^T (v Wvv_s^T + bvv_s) = (P_l^T v) Wvv_s^T + bvv_s, since every row of P_l^T sums to 1
           image side: P_v = softmax over T of (A_h + text bias);
             out_v_proj contribution P_v (value_l_s Wov_s^T), accumulated over the heads into delta_v.
+            When the valid tokens are the first k (the tokenizer's layout), padded tokens get exactly 0 weight
+            (bias -9e15) and valid ones all +1 (a shift the softmax ignores), so P_v is the softmax of A_h[:, :k].
         No attention dropout (eval); never used with stable_softmax_2d (a global max over all heads)."""
         bsz, n_vis, _ = v.shape
         n_txt = l.shape[1]
@@ -155,22 +159,53 @@ class BiMultiHeadAttention(nn.Module):
         w_vv, b_vv = self.values_v_proj.weight, self.values_v_proj.bias
         w_ov = self.out_v_proj.weight                                                     # (v_dim, E)
         bias = self._text_bias(attention_mask_l, v.dtype) if attention_mask_l is not None else None
+        prefix = _valid_prefix_lengths(attention_mask_l, n_txt, bsz)
         delta_v = self.out_v_proj.bias.expand(bsz, n_vis, self.v_dim).contiguous()
         out_l = l.new_empty(bsz, n_txt, self.embed_dim)
+        clamping = self.clamp_min_for_underflow or self.clamp_max_for_overflow
         for b in range(bsz):
+            v_norm = v[b].norm(dim=1).max() if clamping else None
             for h in range(self.num_heads):
                 sl = slice(h * d, (h + 1) * d)
                 key_h = key[b, :, sl] * self.scale                                       # (T, d)
-                attn = torch.addmm(torch.mv(key_h, b_q[sl]), v[b], torch.mm(key_h, w_q[sl]).t())  # (N, T)
-                if self.clamp_min_for_underflow or self.clamp_max_for_overflow:
+                query_t = torch.mm(key_h, w_q[sl])                                       # (T, v_dim)
+                query_b = torch.mv(key_h, b_q[sl])                                       # (T,)
+                attn = torch.addmm(query_b, v[b], query_t.t())                           # (N, T)
+                if clamping and self._clamp_may_bite(v_norm, query_t, query_b):
                     attn.clamp_(min=-CLAMP_LIMIT if self.clamp_min_for_underflow else None,
                                 max=CLAMP_LIMIT if self.clamp_max_for_overflow else None)
                 pooled = torch.mm(attn.softmax(dim=0).t(), v[b])                          # (T, v_dim)
                 out_l[b, :, sl] = torch.addmm(b_vv[sl], pooled, w_vv[sl].t())
-                if bias is not None:
-                    attn.add_(bias[b])
-                delta_v[b].addmm_(attn.softmax(dim=-1), torch.mm(value_l[b, :, sl], w_ov[:, sl].t()))
+                k = prefix[b]
+                if k is None:
+                    if bias is not None:
+                        attn.add_(bias[b])
+                    k = n_txt
+                weights = attn.softmax(dim=-1) if k == n_txt else attn[:, :k].softmax(dim=-1)
+                delta_v[b].addmm_(weights, torch.mm(value_l[b, :k, sl], w_ov[:, sl].t()))
         return delta_v, self.out_l_proj(out_l)
+
+    @staticmethod
+    def _clamp_may_bite(v_norm: torch.Tensor, query_t: torch.Tensor, query_b: torch.Tensor) -> bool:
+        """Whether some |A| = |v_i . q_j + b_j| could reach CLAMP_LIMIT (Cauchy-Schwarz bound, with a margin for
+        rounding); a non-finite bound counts as reaching it."""
+        bound = float(v_norm * query_t.norm(dim=1).max() + query_b.abs().max())
+        return not bound * 1.01 < CLAMP_LIMIT
+
+
+def _valid_prefix_lengths(attention_mask_l: torch.Tensor, n_txt: int, bsz: int) -> List[Optional[int]]:
+    """Per image k when its valid tokens are exactly the first k >= 1 positions (k = T without a mask), else None
+    (no valid token, or padding between valid tokens: the text bias is then added to every column)."""
+    if attention_mask_l is None:
+        return [n_txt] * bsz
+    valid = attention_mask_l != 0
+    counts = valid.sum(dim=1).tolist()
+    starts = valid[:, 0].tolist() if n_txt else [False] * bsz
+    prefix = []
+    for b, k in enumerate(counts):
+        is_prefix = k > 0 and starts[b] and bool(valid[b, :k].all())
+        prefix.append(int(k) if is_prefix else None)
+    return prefix
 
 
 class BiAttentionBlockForCheckpoint(nn.Module):
