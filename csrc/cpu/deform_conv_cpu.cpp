@@ -228,8 +228,8 @@ at::Tensor deform_conv_forward_cpu(const at::Tensor& input_, const at::Tensor& o
   const at::Tensor bias = has_bias ? bias_.to(input.scalar_type()).view({out_channels, 1}) : at::Tensor();
   const std::vector<Segment> segments = channel_segments(g.channels, groups, deformable_groups, 0, g.channels);
   // fp32, one group: the product runs as a oneDNN 1x1 convolution (its kernels reach ~2x MKL's sgemm rate on
-  // AVX-512 machines where MKL picks a narrower code path); otherwise, and with GLIP_DCN_GEMM=mkl, addmm.
-  const char* gemm_choice = std::getenv("GLIP_DCN_GEMM");
+  // AVX-512 machines where MKL picks a narrower code path); otherwise, and with GLIP_CPU_GEMM=mkl, addmm.
+  const char* gemm_choice = std::getenv("GLIP_CPU_GEMM");
   const bool onednn = groups == 1 && input.scalar_type() == at::kFloat && at::globalContext().userEnabledMkldnn() &&
                       !(gemm_choice != nullptr && std::string(gemm_choice) == "mkl");
   const at::Tensor weight_1x1 = onednn ? weight.view({out_channels, cg_k, 1, 1}) : at::Tensor();

@@ -11,6 +11,7 @@ from typing import Dict, List, Optional
 import torch
 from torch import nn
 
+from glip.layers.cpu_gemm import route_linear_layers
 from glip.modeling.freezing import FreezePolicy, apply_freeze_policy, keep_frozen_in_eval, policy_from_config
 from glip.structures.image_list import to_image_list
 
@@ -194,7 +195,7 @@ def build_detection_model(cfg) -> GeneralizedVLRCNN:
     language_backbone = build_language_backbone(cfg)  # before the head: its BertConfig sizes the head's text layers
     tokenizer = build_tokenizer(cfg.MODEL.LANGUAGE_BACKBONE.TOKENIZER_TYPE)
     fuse = cfg.MODEL.DYHEAD.FUSE_CONFIG
-    return GeneralizedVLRCNN(
+    model = GeneralizedVLRCNN(
         backbone=backbone,
         language_backbone=language_backbone,
         tokenizer=tokenizer,
@@ -207,6 +208,8 @@ def build_detection_model(cfg) -> GeneralizedVLRCNN:
         parallel_text=build_parallel_text_encoder(cfg),
         token_masker=TokenMasker(tokenizer, only_positives=fuse.MLM_LOSS_FOR_ONLY_POSITIVES) if fuse.MLM_LOSS else None,
     )
+    route_linear_layers(model)  # fp32 CPU products through oneDNN (glip.layers.cpu_gemm), same values up to rounding
+    return model
 
 
 __all__ = ["GeneralizedVLRCNN", "build_detection_model"]

@@ -12,6 +12,8 @@ import torch.utils.checkpoint as checkpoint
 from timm.layers import DropPath
 from torch import nn
 
+from glip.layers.cpu_gemm import linear
+
 CLAMP_LIMIT = 50000.0
 MASKED_TEXT_LOGIT = -9e15
 
@@ -149,7 +151,7 @@ class BiMultiHeadAttention(nn.Module):
             out_v_proj contribution P_v (value_l_s Wov_s^T), accumulated over the heads into delta_v.
             When the valid tokens are the first k (the tokenizer's layout), padded tokens get exactly 0 weight
             (bias -9e15) and valid ones all +1 (a shift the softmax ignores), so P_v is the softmax of A_h[:, :k].
-        No attention dropout (eval); never used with stable_softmax_2d (a global max over all heads)."""
+        The products with N rows go through `glip.layers.cpu_gemm.linear` (oneDNN on the CPU). No attention dropout (eval); never used with stable_softmax_2d (a global max over all heads)."""
         bsz, n_vis, _ = v.shape
         n_txt = l.shape[1]
         d = self.head_dim
@@ -165,16 +167,17 @@ class BiMultiHeadAttention(nn.Module):
         clamping = self.clamp_min_for_underflow or self.clamp_max_for_overflow
         for b in range(bsz):
             v_norm = v[b].norm(dim=1).max() if clamping else None
+            v_t = v[b].t().contiguous()                                                   # (v_dim, N)
             for h in range(self.num_heads):
                 sl = slice(h * d, (h + 1) * d)
                 key_h = key[b, :, sl] * self.scale                                       # (T, d)
                 query_t = torch.mm(key_h, w_q[sl])                                       # (T, v_dim)
                 query_b = torch.mv(key_h, b_q[sl])                                       # (T,)
-                attn = torch.addmm(query_b, v[b], query_t.t())                           # (N, T)
+                attn = linear(v[b], query_t, query_b)                                    # (N, T)
                 if clamping and self._clamp_may_bite(v_norm, query_t, query_b):
                     attn.clamp_(min=-CLAMP_LIMIT if self.clamp_min_for_underflow else None,
                                 max=CLAMP_LIMIT if self.clamp_max_for_overflow else None)
-                pooled = torch.mm(attn.softmax(dim=0).t(), v[b])                          # (T, v_dim)
+                pooled = linear(attn.t().softmax(dim=-1), v_t)                            # (T, v_dim)
                 out_l[b, :, sl] = torch.addmm(b_vv[sl], pooled, w_vv[sl].t())
                 k = prefix[b]
                 if k is None:
@@ -182,7 +185,7 @@ class BiMultiHeadAttention(nn.Module):
                         attn.add_(bias[b])
                     k = n_txt
                 weights = attn.softmax(dim=-1) if k == n_txt else attn[:, :k].softmax(dim=-1)
-                delta_v[b].addmm_(weights, torch.mm(value_l[b, :k, sl], w_ov[:, sl].t()))
+                delta_v[b].add_(linear(weights, torch.mm(w_ov[:, sl], value_l[b, :k, sl].t())))
         return delta_v, self.out_l_proj(out_l)
 
     @staticmethod
