@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from glip.data.positive_map import create_queries_and_maps
+from glip.layers import cpu_gemm
 from glip.modeling.detector import build_detection_model
 from glip.modeling.head.fusion import BiMultiHeadAttention
 from glip.structures.bounding_box import BoxList
@@ -35,6 +36,14 @@ def set_fusion_path(model: nn.Module, path: str) -> None:
     for module in model.modules():
         if isinstance(module, BiMultiHeadAttention):
             module.blocked_inference = FUSION_PATHS[path]
+
+
+def _model_product(device: torch.device):
+    """The matrix product the model's layers use on `device` (on the CPU `glip.layers.cpu_gemm`, oneDNN unless
+    GLIP_CPU_GEMM=mkl), so that the GEMM rate is the rate its products can reach; None: torch.mm."""
+    if device.type != "cpu":
+        return None
+    return cpu_gemm.linear  # a @ b^T: the same work as a @ b
 
 
 def device_clock(device: torch.device) -> Callable[[], float]:
@@ -102,7 +111,7 @@ def benchmark_model(cfg=None, size_hw: Tuple[int, int] = (800, 1216), runs: int 
             run()
         seconds, samples, rates = [], [], []
         for _ in range(runs):
-            rates.append(gemm_gflops(gemm_size, runs=1, device=device))
+            rates.append(gemm_gflops(gemm_size, runs=1, device=device, product=_model_product(device)))
             with StageTimer(stages, clock=clock) as timer:
                 start = clock()
                 run()

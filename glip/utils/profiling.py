@@ -21,7 +21,7 @@ import resource
 import statistics
 import time
 from contextlib import contextmanager
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -248,20 +248,25 @@ def count_flops(model: nn.Module, run, stages: Optional[Sequence[Tuple[str, nn.M
     return corrected(), per_stage, executed()
 
 
-def gemm_gflops(size: int = 2048, runs: int = 3, dtype: torch.dtype = torch.float32, device="cpu") -> float:
-    """Measured dense matrix-product rate (GFLOP/s): median over `runs` of a (size x size) @ (size x size) matmul
-    with the current torch thread setting (one untimed warm-up); on a GPU the clock synchronises."""
+def gemm_gflops(size: int = 2048, runs: int = 3, dtype: torch.dtype = torch.float32, device="cpu",
+                product: Optional[Callable] = None) -> float:
+    """Measured dense matrix-product rate (GFLOP/s): median over `runs` of a (size x size) @ (size x size) product
+    with the current torch thread setting (one untimed warm-up); on a GPU the clock synchronises. `product(a, b)`
+    replaces `torch.mm` (e.g. the model's own CPU product, `glip.layers.cpu_gemm`)."""
     device = torch.device(device)
     a = torch.randn(size, size, dtype=dtype, device=device)
     b = torch.randn(size, size, dtype=dtype, device=device)
     out = torch.empty(size, size, dtype=dtype, device=device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    torch.mm(a, b, out=out)
+
+    def run():
+        return torch.mm(a, b, out=out) if product is None else product(a, b)
+    run()
     rates = []
     for _ in range(runs):
         sync()
         start = time.perf_counter()
-        torch.mm(a, b, out=out)
+        run()
         sync()
         rates.append(2.0 * size ** 3 / (time.perf_counter() - start) / 1e9)
     return statistics.median(rates)

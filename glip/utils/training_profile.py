@@ -6,7 +6,8 @@ isolation: the inputs of every stage (e.g. `backbone`, `tower.03.VLFuse`) are ca
 forward, then the stage alone runs forward (train mode, autograd on) and backward (random output gradients), so
 each stage gets a forward and a backward time although autograd interleaves the stages' backward passes. Stages
 with gradient checkpointing recompute their forward inside the backward, as in training. `rest` is what the
-stages do not cover (predictors, losses, anchors).
+outermost stages do not cover (predictors, losses, anchors; nested stages such as the tower blocks inside the
+head are not counted twice).
 """
 import statistics
 import time
@@ -123,11 +124,20 @@ def benchmark_training_step(model: nn.Module, batch: dict, stages: Sequence[Tupl
             stage_times[name] = {"forward": fwd, "backward": bwd}
     model.zero_grad(set_to_none=True)
     medians = [statistics.median(p[i] for p in phases) for i in range(3)]
-    rest = {phase: medians[i] - sum(s[phase] for s in stage_times.values())
+    outer = _outermost(stages)
+    rest = {phase: medians[i] - sum(t[phase] for name, t in stage_times.items() if name in outer)
             for i, phase in enumerate(("forward", "backward"))}
     return {"forward": medians[0], "backward": medians[1], "optimizer": medians[2],
             "step": statistics.median(sum(p) for p in phases), "steps": [sum(p) for p in phases],
             "stages": stage_times, "rest": rest, "peak_rss_mb": peak}
+
+
+def _outermost(stages: Sequence[Tuple[str, nn.Module]]) -> set:
+    """Names of the stages not inside another stage's module (the head holds the tower blocks): the stages whose
+    times add up without counting a module twice."""
+    inner = {name for name, module in stages
+             for _, other in stages if other is not module and any(m is module for m in other.modules())}
+    return {name for name, _ in stages} - inner
 
 
 def format_training_report(result: dict) -> str:

@@ -48,3 +48,10 @@ def test_training_step_phases_stages_and_optimizer():
     assert set(result["stages"]) == {"body", "head"}
     assert result["rest"]["forward"] == result["forward"] - sum(s["forward"] for s in result["stages"].values())
     assert "whole step" in training_profile.format_training_report(result)
+
+
+def test_rest_counts_nested_stages_once():
+    outer = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))
+    other = nn.Linear(2, 2)
+    stages = [("outer", outer), ("outer.0", outer[0]), ("outer.1", outer[1]), ("other", other)]
+    assert training_profile._outermost(stages) == {"outer", "other"}
