@@ -12,9 +12,9 @@ import torch.utils.checkpoint as checkpoint
 from timm.layers import DropPath
 from torch import nn
 
+from glip.layers.blocked_attention import CLAMP_LIMIT, blocked_bi_attention
 from glip.layers.cpu_gemm import linear
 
-CLAMP_LIMIT = 50000.0
 MASKED_TEXT_LOGIT = -9e15
 
 
@@ -33,8 +33,9 @@ class BiMultiHeadAttention(nn.Module):
     Image side: softmax over text of A + mask bias (-9e15 at padded tokens) -> values_l_proj(l) -> out_v_proj.
     Text side: softmax over ALL visual positions (no image mask) of A^T - rowmax -> values_v_proj(v) -> out_l_proj.
     The clamp flags bound the logits to +-50000 (fp16 safety in the reference). Attention dropout uses the
-    float attribute `dropout`. Without autograd on the CPU, `blocked_inference` (default True) selects the head-by-head
-    evaluation `_forward_blocked` (same values up to fp32 rounding, half the FLOPs, no (B*heads, N, T) tensors).
+    float attribute `dropout`. On the CPU, `blocked_inference` (default True) selects the head-by-head inference
+    `_forward_blocked` and the blocked training `_forward_fused` (`block_rows` visual rows per block): same values
+    up to fp32 rounding, about half the FLOPs, no (B*heads, N, T) tensors.
     Returns (delta_v (B, N, v_dim), delta_l (B, T, l_dim)).
     """
 
@@ -55,6 +56,7 @@ class BiMultiHeadAttention(nn.Module):
         self.clamp_min_for_underflow = clamp_min_for_underflow
         self.clamp_max_for_overflow = clamp_max_for_overflow
         self.blocked_inference = True
+        self.block_rows = 256
 
         self.v_proj = nn.Linear(v_dim, embed_dim)
         self.l_proj = nn.Linear(l_dim, embed_dim)
@@ -93,16 +95,18 @@ class BiMultiHeadAttention(nn.Module):
                 attention_mask_l: torch.Tensor = None) -> Tuple[torch.Tensor, torch.Tensor]:
         """v (B, N, v_dim), l (B, T, l_dim), attention_mask_l (B, T) or None -> (delta_v, delta_l).
 
-        Without autograd (inference) on the CPU a head-by-head evaluation runs (`_forward_blocked`); it computes
-        the same quantities as the batched formulation used for training (`_forward_batched`) without
-        materialising the (B*heads, N, T) intermediates. On a GPU, and under autocast (the reference's clamps are
-        what keeps fp16 finite), the batched formulation runs."""
-        blocked = (self.blocked_inference and not torch.is_grad_enabled() and not self.stable_softmax_2d
-                   and not (self.training and self.dropout > 0) and v.device.type == "cpu"
-                   and not torch.is_autocast_enabled(v.device.type))
-        if blocked:
+        On the CPU, without autograd (inference) a head-by-head evaluation runs (`_forward_blocked`), with
+        autograd or attention dropout (training) a blocked autograd function (`_forward_fused`); both compute the
+        quantities of the reference's batched formulation (`_forward_batched`) without materialising the
+        (B*heads, N, T) intermediates. On a GPU, under autocast (the reference's clamps are what keeps fp16
+        finite), while exporting, with stable_softmax_2d or with `blocked_inference` False the batched
+        formulation runs."""
+        if (not self.blocked_inference or self.stable_softmax_2d or v.device.type != "cpu"
+                or torch.is_autocast_enabled(v.device.type) or torch.compiler.is_exporting()):
+            return self._forward_batched(v, l, attention_mask_l)
+        if not torch.is_grad_enabled() and not (self.training and self.dropout > 0):
             return self._forward_blocked(v, l, attention_mask_l)
-        return self._forward_batched(v, l, attention_mask_l)
+        return self._forward_fused(v, l, attention_mask_l)
 
     def _forward_batched(self, v: torch.Tensor, l: torch.Tensor,
                          attention_mask_l: torch.Tensor = None) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -194,6 +198,81 @@ class BiMultiHeadAttention(nn.Module):
         rounding); a non-finite bound counts as reaching it."""
         bound = float(v_norm * query_t.norm(dim=1).max() + query_b.abs().max())
         return not bound * 1.01 < CLAMP_LIMIT
+
+    def _forward_fused(self, v: torch.Tensor, l: torch.Tensor,
+                       attention_mask_l: torch.Tensor = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Training evaluation: the folded formulation of `_forward_blocked`, all heads side by side and the visual
+        rows in blocks of `block_rows`, as one autograd function per image
+        (`glip.layers.blocked_attention.blocked_bi_attention`, backward recomputing the logits block by block),
+        with attention dropout on both softmax maps. Same values and gradients as `_forward_batched` up to fp32
+        rounding (dropout masks aside), less than half its FLOPs and no (B*heads, N, T) tensors."""
+        bsz, n_vis, _ = v.shape
+        n_txt = l.shape[1]
+        key = self.l_proj(l) * self.scale                                                # (B, T, E)
+        value_l = self.values_l_proj(l)                                                  # (B, T, E)
+        bias = self._text_bias(attention_mask_l, v.dtype) if attention_mask_l is not None else None
+        dropout = self.dropout if self.training else 0.0
+        deltas, pooled, masses = [], [], []
+        for b in range(bsz):
+            valid = None if attention_mask_l is None else attention_mask_l[b] != 0
+            if valid is not None and (bool(valid.all()) or not bool(valid.any())):
+                valid = None  # nothing to drop, or nothing valid (then every token keeps the -9e15 bias)
+            cols = _TokenColumns(valid, n_txt, self.num_heads, v.device)
+            q_t, q_b, u = self._folded_text_side(key[b], value_l[b], cols)
+            bias_v = None if bias is None else bias[b, cols.order[:cols.n_valid]].repeat(self.num_heads)
+            args = (v[b], q_t, q_b, u, bias_v, self.out_v_proj.bias, self.num_heads, self.clamp_min_for_underflow,
+                    self.clamp_max_for_overflow)
+            delta_b, pooled_b, mass_b = blocked_bi_attention(*args, dropout=dropout, block_rows=self.block_rows)
+            masses.append(cols.restore(mass_b[:, None]))
+            deltas.append(delta_b)
+            pooled.append(cols.restore(pooled_b))
+        delta_v = torch.stack(deltas) if bsz > 1 else deltas[0].unsqueeze(0)
+        w_vv = self.values_v_proj.weight.view(self.num_heads, self.head_dim, self.v_dim).transpose(1, 2)
+        b_vv = self.values_v_proj.bias.view(self.num_heads, 1, self.head_dim)
+        out_l = torch.matmul(torch.stack(pooled), w_vv)                                 # (B, H, T, d)
+        out_l = out_l + torch.stack(masses) * b_vv  # the rows of the dropped-out P_l^T sum to `mass`
+        return delta_v, self.out_l_proj(out_l.transpose(1, 2).reshape(bsz, n_txt, self.embed_dim))
+
+    def _folded_text_side(self, key: torch.Tensor, value_l: torch.Tensor, cols: "_TokenColumns"):
+        """Per image: Q^T as (v_dim, heads*T), q (heads*T,) and U (heads*T_valid, v_dim), columns in `cols` order."""
+        heads, d = self.num_heads, self.head_dim
+        key_h = key.view(-1, heads, d).transpose(0, 1)                                      # (H, T, d)
+        q_all = torch.bmm(key_h, self.v_proj.weight.view(heads, d, self.v_dim))             # (H, T, v_dim)
+        b_all = torch.bmm(key_h, self.v_proj.bias.view(heads, d, 1)).squeeze(-1)           # (H, T)
+        w_ov = self.out_v_proj.weight.view(self.v_dim, heads, d).permute(1, 2, 0)            # (H, d, v_dim)
+        u = torch.bmm(value_l.view(-1, heads, d).transpose(0, 1), w_ov)                     # (H, T, v_dim)
+        return cols.gather(q_all).t(), cols.gather(b_all), cols.gather(u, valid_only=True)
+
+
+class _TokenColumns:
+    """Column order of the blocked attention: the valid tokens of every head first ([h][valid token]), then the
+    padded ones ([h][padded token]); with `valid` None all tokens count as valid."""
+
+    def __init__(self, valid, n_txt: int, heads: int, device):
+        if valid is None:
+            self.order = torch.arange(n_txt, device=device)
+        else:
+            self.order = torch.cat([torch.nonzero(valid).flatten(), torch.nonzero(~valid).flatten()])
+        self.n_valid = n_txt if valid is None else int(valid.sum())
+        self.n_txt = n_txt
+        self.heads = heads
+
+    def gather(self, per_head: torch.Tensor, valid_only: bool = False) -> torch.Tensor:
+        """(H, T, ...) -> (H*T_valid [+ H*T_padded], ...) in column order."""
+        tail = per_head.shape[2:]
+        valid = per_head[:, self.order[:self.n_valid]].reshape(-1, *tail)
+        if valid_only or self.n_valid == self.n_txt:
+            return valid
+        return torch.cat([valid, per_head[:, self.order[self.n_valid:]].reshape(-1, *tail)])
+
+    def restore(self, columns: torch.Tensor) -> torch.Tensor:
+        """(H*T, ...) in column order -> (H, T, ...) in token order."""
+        tail = columns.shape[1:]
+        split = self.heads * self.n_valid
+        out = columns.new_empty(self.heads, self.n_txt, *tail)
+        out[:, self.order[:self.n_valid]] = columns[:split].view(self.heads, self.n_valid, *tail)
+        out[:, self.order[self.n_valid:]] = columns[split:].view(self.heads, self.n_txt - self.n_valid, *tail)
+        return out
 
 
 def _valid_prefix_lengths(attention_mask_l: torch.Tensor, n_txt: int, bsz: int) -> List[Optional[int]]:

@@ -184,23 +184,21 @@ def test_blocked_inference_matches_batched_path(scale_inputs):
         torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())
 
 
-def test_batched_path_when_grad_needed_or_disabled(monkeypatch):
+def test_evaluation_chosen_by_autograd_device_and_autocast(monkeypatch):
     attn = BiMultiHeadAttention(v_dim=8, l_dim=8, embed_dim=16, num_heads=2).eval()
     calls = []
-    monkeypatch.setattr(attn, "_forward_blocked", lambda *a: calls.append("blocked") or (None, None))
+    for name in ("_forward_blocked", "_forward_fused", "_forward_batched"):
+        monkeypatch.setattr(attn, name, lambda *a, name=name: calls.append(name) or (None, None))
     v, l = torch.randn(1, 5, 8), torch.randn(1, 3, 8)
-    delta_v, _ = attn(v, l)
-    assert calls == [] and delta_v.requires_grad
+    attn(v, l)
     with torch.no_grad():
         attn(v, l)
-        assert calls == ["blocked"]
-        attn.blocked_inference = False
-        attn(v, l)
-        assert calls == ["blocked"]
-        attn.blocked_inference = True
         with torch.autocast("cpu", dtype=torch.bfloat16):  # the reference's clamped formulation under autocast
             attn(v, l)
-        assert calls == ["blocked"]
+        attn.blocked_inference = False
+        attn(v, l)
+    attn(v, l)
+    assert calls == ["_forward_fused", "_forward_blocked", "_forward_batched", "_forward_batched", "_forward_batched"]
 
 
 def test_attention_width_from_the_project_key(cfg):
@@ -238,3 +236,44 @@ def test_clamp_is_skipped_only_when_no_logit_can_reach_the_limit():
     assert BiMultiHeadAttention._clamp_may_bite(v_norm, query_t, torch.tensor([0.0, 10000.0, 0.0]))
     assert BiMultiHeadAttention._clamp_may_bite(torch.tensor(float("inf")), query_t, torch.zeros(3))
     assert BiMultiHeadAttention._clamp_may_bite(torch.tensor(float("nan")), query_t, torch.zeros(3))
+
+
+@pytest.mark.parametrize("scale_inputs", [1.0, 300.0])  # 300: the +-50000 clamps bite
+def test_fused_training_path_matches_batched_values_and_gradients(scale_inputs):
+    torch.manual_seed(0)
+    attn = BiMultiHeadAttention(v_dim=16, l_dim=24, embed_dim=32, num_heads=4, dropout=0.0,
+                                clamp_min_for_underflow=True, clamp_max_for_overflow=True).double().train()
+    attn.block_rows = 7
+    v = (scale_inputs * torch.randn(2, 23, 16, dtype=torch.float64)).requires_grad_()
+    l = (scale_inputs * torch.randn(2, 6, 24, dtype=torch.float64)).requires_grad_()
+    mask = torch.tensor([[1, 0, 1, 1, 0, 1], [1] * 6])
+    weights = [torch.randn(2, 23, 16, dtype=torch.float64), torch.randn(2, 6, 24, dtype=torch.float64)]
+    results = []
+    for path in (attn.forward, attn._forward_batched):
+        attn.zero_grad()
+        v.grad = l.grad = None
+        outs = path(v, l, attention_mask_l=mask)
+        sum((o * w).sum() for o, w in zip(outs, weights)).backward()
+        results.append([o.detach() for o in outs] + [v.grad, l.grad] + [p.grad for p in attn.parameters()])
+    # saturated softmaxes (the clamped case) have gradients that vanish in the reference and are rounding noise
+    # here: absolute tolerance relative to the largest gradient
+    scale = max(t.abs().max().item() for t in results[1])
+    for got, ref in zip(*results):
+        torch.testing.assert_close(got, ref, rtol=1e-7, atol=1e-12 * scale)
+
+
+def test_fused_training_path_applies_attention_dropout():
+    torch.manual_seed(0)
+    attn = BiMultiHeadAttention(v_dim=8, l_dim=8, embed_dim=16, num_heads=2, dropout=0.5).train()
+    v, l = torch.randn(1, 40, 8), torch.randn(1, 5, 8)
+    attn.eval()
+    with torch.no_grad():
+        ref = attn(v, l)
+    attn.train()
+    torch.manual_seed(1)
+    first = attn(v, l)
+    torch.manual_seed(1)
+    again = attn(v, l)
+    for a, b, r in zip(first, again, ref):
+        assert torch.equal(a, b)  # drawn from the default generator: replayable (gradient checkpointing)
+        assert not torch.allclose(a, r)
