@@ -21,11 +21,13 @@ ONEDNN = os.environ.get("GLIP_CPU_GEMM", "onednn").lower() != "mkl"
 
 
 def _use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    # the tracing checks first: a shape test while exporting would become a guard on the traced sizes
+    if torch.compiler.is_exporting() or torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return False
     return (ONEDNN and x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
             and x.dim() >= 2 and x.numel() >= MIN_ROWS * x.shape[-1] and x.shape[-1] > 0
             and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
-            and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling()
-            and not torch.compiler.is_exporting() and not torch.jit.is_tracing())
+            and not torch.is_autocast_enabled("cpu"))
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor = None) -> torch.Tensor:
