@@ -6,8 +6,9 @@ convolution kernels reach ~450-500 GFLOP/s there. A product `x (M, K) @ W^T (K, 
 channels-last image `x` viewed as (1, K, M, 1) with the kernel W viewed as (N, K, 1, 1); its channels-last output
 is `(M, N)` row-major, so no data moves. Same values up to fp32 rounding (another summation order).
 
-The oneDNN route is taken for float32 CPU tensors with autograd or without, outside tracing/export, with at least
-`MIN_ROWS` rows; `GLIP_CPU_GEMM=mkl` (read when the process starts) keeps PyTorch's own product everywhere (the
+The oneDNN route is taken for float32 CPU tensors that need no gradient (inference; in training the summation order
+of PyTorch's products keeps the updates within the tolerances of the reference's training goldens), outside
+tracing/export, with at least `MIN_ROWS` rows; `GLIP_CPU_GEMM=mkl` (read when the process starts) keeps PyTorch's own product everywhere (the
 compiled DCN kernel reads the same variable), for side-by-side measurements.
 """
 import os
@@ -24,6 +25,8 @@ def _use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
     # the tracing checks first: a shape test while exporting would become a guard on the traced sizes
     if torch.compiler.is_exporting() or torch.compiler.is_compiling() or torch.jit.is_tracing():
         return False
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+        return False  # training keeps PyTorch's products: its updates match the reference's training goldens
     return (ONEDNN and x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
             and x.dim() >= 2 and x.numel() >= MIN_ROWS * x.shape[-1] and x.shape[-1] > 0
             and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled

@@ -38,6 +38,14 @@ def test_linear_takes_the_onednn_route_only_where_it_applies():
         assert not cpu_gemm._use_onednn(torch.randn(100, 16), w)                     # autocast decides the dtype
 
 
+def test_products_that_need_gradients_keep_pytorchs_route():
+    w = torch.randn(8, 16)
+    assert not cpu_gemm._use_onednn(torch.randn(100, 16, requires_grad=True), w)
+    assert not cpu_gemm._use_onednn(torch.randn(100, 16), w.requires_grad_())
+    with torch.no_grad():
+        assert cpu_gemm._use_onednn(torch.randn(100, 16, requires_grad=True), w) == cpu_gemm.ONEDNN
+
+
 def test_linear_on_non_contiguous_input_and_gradients_match_f_linear():
     gen = torch.Generator().manual_seed(1)
     base = torch.randn(40, 200, generator=gen)
