@@ -8,8 +8,8 @@ is `(M, N)` row-major, so no data moves. Same values up to fp32 rounding (anothe
 
 The oneDNN route is taken for float32 CPU tensors that need no gradient (inference; in training the summation order
 of PyTorch's products keeps the updates within the tolerances of the reference's training goldens), outside
-tracing/export, with at least `MIN_ROWS` rows; `GLIP_CPU_GEMM=mkl` (read when the process starts) keeps PyTorch's own product everywhere (the
-compiled DCN kernel reads the same variable), for side-by-side measurements.
+tracing/export, with at least `MIN_ROWS` rows; `GLIP_CPU_GEMM=mkl` (read when the process starts) keeps PyTorch's
+own product everywhere (the compiled DCN kernel reads the same variable), for side-by-side measurements.
 """
 import os
 
