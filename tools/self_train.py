@@ -54,7 +54,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     quickstart = load_tool("quickstart")
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--output-dir", default="OUTPUT/self_train", help="where every stage writes")
-    parser.add_argument("--config-file", default=str(quickstart.DEFAULT_CONFIG), help="the model / solver yaml")
+    parser.add_argument("--config-file", default=str(quickstart.SCRATCH_CONFIG),
+                        help="the model / solver yaml (default: the from-scratch quickstart, as measured in README)")
     parser.add_argument("--num-train", type=int, default=600, help="generated gold training images")
     parser.add_argument("--num-test", type=int, default=100, help="generated held-out images")
     parser.add_argument("--num-captions", type=int, default=600, help="generated captions-only images")

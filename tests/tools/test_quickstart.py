@@ -72,12 +72,17 @@ def test_config_points_at_the_data_and_the_pretrained_minilm(tmp_path, quickstar
     assert quickstart.has_language_weights(lang.MODEL_TYPE)
 
 
-def test_default_config_keeps_the_small_random_bert(tmp_path, quickstart):
+def test_default_config_is_the_pretrained_minilm(quickstart):
+    assert quickstart.DEFAULT_CONFIG == quickstart.MINILM_CONFIG
+    assert quickstart.parse_args([]).config_file == str(quickstart.MINILM_CONFIG)
+
+
+def test_scratch_config_keeps_the_small_random_bert(tmp_path, quickstart):
     from transformers import BertConfig
 
     from glip.data.positive_map import load_tokenizer
 
-    cfg = quickstart.build_config(str(quickstart.DEFAULT_CONFIG), str(tmp_path / "out"), str(tmp_path / "data"))
+    cfg = quickstart.build_config(str(quickstart.SCRATCH_CONFIG), str(tmp_path / "out"), str(tmp_path / "data"))
     lang = cfg.MODEL.LANGUAGE_BACKBONE
     assert os.path.isabs(lang.MODEL_TYPE) and lang.TOKENIZER_TYPE == "bert-base-uncased"
     bert = BertConfig.from_pretrained(lang.MODEL_TYPE)
