@@ -13,7 +13,8 @@
             that rate against the GEMM rate. Several `--config-file`s give one table each and a summary (e.g. GLIP-T
             and GLIP-L); `--fusion blocked,batched` times the fusion attention's evaluations side by side in one
             process, runs interleaved (blocked: head by head with the projections regrouped onto the text side,
-            the default on the CPU; batched: the reference formulation). `--device cuda` and `--amp float16|bfloat16` run on a GPU.
+            the default on the CPU; batched: the reference formulation). `--device cuda` and
+            `--amp float16|bfloat16` run on a GPU.
 
     --train --config-file C --size HxW   a training step (forward, losses, backward, the config's optimizer) on
             a synthetic batch (random images, random boxes of COCO classes, the 80-class prompt): median seconds

@@ -155,7 +155,8 @@ class BiMultiHeadAttention(nn.Module):
             out_v_proj contribution P_v (value_l_s Wov_s^T), accumulated over the heads into delta_v.
             When the valid tokens are the first k (the tokenizer's layout), padded tokens get exactly 0 weight
             (bias -9e15) and valid ones all +1 (a shift the softmax ignores), so P_v is the softmax of A_h[:, :k].
-        The products with N rows go through `glip.layers.cpu_gemm.linear` (oneDNN on the CPU). No attention dropout (eval); never used with stable_softmax_2d (a global max over all heads)."""
+        The products with N rows go through `glip.layers.cpu_gemm.linear` (oneDNN on the CPU). No attention
+        dropout (eval); never used with stable_softmax_2d (a global max over all heads)."""
         bsz, n_vis, _ = v.shape
         n_txt = l.shape[1]
         d = self.head_dim
