@@ -36,7 +36,6 @@ import argparse
 import logging
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -45,21 +44,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from glip.layers import extension  # noqa: E402
 from glip.utils.errors import UserError, run_tool  # noqa: E402
+from glip.utils.profiling import median_seconds  # noqa: E402
 
 logger = logging.getLogger("benchmark")
 
 FPN_LEVELS = ((100, 152), (50, 76), (25, 38), (13, 19), (7, 10))
-
-
-def _median_seconds(fn, repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def _dcn_inputs(height: int, width: int, channels: int, seed: int = 0):
@@ -93,7 +82,7 @@ def _time_impl(impl, inputs, repeats: int):
             t.grad = None
         impl(*inputs).sum().backward()
 
-    return _median_seconds(forward, repeats), _median_seconds(forward_backward, repeats)
+    return median_seconds(forward, repeats), median_seconds(forward_backward, repeats)
 
 
 def bench_ops(args) -> list:
@@ -186,8 +175,8 @@ def bench_optimizer(args) -> dict:
     default = type(fused)(groups, c.SOLVER.BASE_LR)
     # Random N(0, 1) gradients (clipped as configured); a few warm-up steps first.
     result = {"tensors": len(params), "parameters": sum(p.numel() for p in params),
-              "fused_s": _median_seconds(fused.step, args.repeats, warmup=5),
-              "default_s": _median_seconds(default.step, args.repeats, warmup=5)}
+              "fused_s": median_seconds(fused.step, args.repeats, warmup=5),
+              "default_s": median_seconds(default.step, args.repeats, warmup=5)}
     logger.info("%s over %d tensors (%.1fM parameters), %d threads, median of %d: fused %.1f ms, default %.1f ms "
                 "(%.2fx)", type(fused).__name__, result["tensors"], result["parameters"] / 1e6,
                 torch.get_num_threads(), args.repeats, result["fused_s"] * 1e3, result["default_s"] * 1e3,

@@ -22,6 +22,7 @@ import torch
 from glip.export import ops  # noqa: F401  (registers glip::ml_nms_mask)
 from glip.export.module import INPUT_NAMES, OUTPUT_NAMES, ExportableGLIP
 from glip.layers import deform_conv  # noqa: F401  (registers glip::modulated_deform_conv)
+from glip.utils.profiling import median_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -115,9 +116,6 @@ def time_side_by_side(wrapper: ExportableGLIP, path: str, inputs: Sequence[torch
                       warmup: int = 1, threads: Optional[int] = None) -> dict:
     """Median seconds of one inference of `path` in onnxruntime (CPU) and of `wrapper` in PyTorch on the same
     `inputs` (`onnx_s`, `torch_s`, with `threads` intra-op threads in both), plus `compare_with_pytorch`'s figures."""
-    import statistics
-    import time
-
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -127,18 +125,9 @@ def time_side_by_side(wrapper: ExportableGLIP, path: str, inputs: Sequence[torch
     session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     feed = {name: t.numpy() for name, t in zip(INPUT_NAMES, inputs)}
 
-    def median(fn):
-        for _ in range(warmup):
-            fn()
-        times = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        return statistics.median(times)
-
     with torch.no_grad():
-        result = {"onnx_s": median(lambda: session.run(None, feed)), "torch_s": median(lambda: wrapper(*inputs))}
+        result = {"onnx_s": median_seconds(lambda: session.run(None, feed), runs, warmup),
+                  "torch_s": median_seconds(lambda: wrapper(*inputs), runs, warmup)}
     result.update(compare_with_pytorch(wrapper, path, inputs, threads))
     return result
 

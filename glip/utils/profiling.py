@@ -272,6 +272,18 @@ def gemm_gflops(size: int = 2048, runs: int = 3, dtype: torch.dtype = torch.floa
     return statistics.median(rates)
 
 
+def median_seconds(fn, runs: int, warmup: int = 1) -> float:
+    """Median wall seconds of `runs` calls of `fn()` after `warmup` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
 def peak_rss_mb() -> float:
     """Peak resident set size of this process so far, in MiB (Linux reports ru_maxrss in KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

@@ -148,3 +148,11 @@ def test_window_attention_counted_with_and_without_fused_kernel():
         with torch.set_grad_enabled(grad):
             counts.append(profiling.count_flops(attn, lambda: attn(x))[0])
     assert counts == [expected, expected]
+
+
+def test_median_seconds_times_each_run_after_the_warmup(monkeypatch):
+    calls = []
+    ticks = iter([0.0, 1.0, 10.0, 13.0, 20.0, 22.0])  # runs of 1, 3 and 2 seconds
+    monkeypatch.setattr(profiling.time, "perf_counter", lambda: next(ticks))
+    assert profiling.median_seconds(lambda: calls.append(1), runs=3, warmup=2) == 2.0
+    assert len(calls) == 5
