@@ -61,6 +61,15 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="comma-separated object colours (default: all of glip.data.datasets.synthetic.COLOURS)")
     parser.add_argument("--shapes", type=_names, default=None,
                         help="comma-separated object shapes (default: all of glip.data.datasets.synthetic.SHAPES)")
+    parser.add_argument("--unnamed-colours", type=_names, default=[],
+                        help="comma-separated extra colours (of glip.data.datasets.synthetic.UNNAMED_COLOURS) that "
+                             "training objects are drawn in, named by their shape alone (default: none)")
+    parser.add_argument("--unnamed-shapes", type=_names, default=[],
+                        help="comma-separated extra shapes (of glip.data.datasets.synthetic.UNNAMED_SHAPES) that "
+                             "training objects have, named by their colour alone ('red shape'; default: none)")
+    parser.add_argument("--unnamed-prob", type=float, default=0.15,
+                        help="with --unnamed-colours / --unnamed-shapes, the probability of a training object "
+                             "being such a one")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch intra-op threads (0: torch's default); 1 is much faster on a busy shared machine")
     parser.add_argument("--minutes", type=float, default=0.0,
@@ -118,8 +127,12 @@ def generate_data(args, data_root: str) -> dict:
 
     colours = list(args.colours or COLOURS)
     shapes = list(args.shapes or SHAPES)
+    unnamed = list(getattr(args, "unnamed_colours", None) or [])  # tools/self_train.py's arguments have none
+    unnamed_shapes = list(getattr(args, "unnamed_shapes", None) or [])
+    unnamed_prob = float(getattr(args, "unnamed_prob", 0.0)) if unnamed or unnamed_shapes else 0.0
     wanted = {"seed": args.seed, "num_train": args.num_train, "num_test": args.num_test,
-              "image_size": [args.image_size, args.image_size], "colours": colours, "shapes": shapes}
+              "image_size": [args.image_size, args.image_size], "colours": colours, "shapes": shapes,
+              "unnamed_colours": unnamed, "unnamed_shapes": unnamed_shapes, "unnamed_prob": unnamed_prob}
     meta_path = os.path.join(data_root, "meta.json")
     if os.path.isfile(meta_path):
         with open(meta_path) as f:
@@ -129,7 +142,9 @@ def generate_data(args, data_root: str) -> dict:
             meta.update({split: split_paths(os.path.join(data_root, split)) for split in ("train", "test")})
             return meta
     return generate_synthetic_dataset(data_root, num_train=args.num_train, num_test=args.num_test, seed=args.seed,
-                                      image_size=(args.image_size, args.image_size), colours=colours, shapes=shapes)
+                                      image_size=(args.image_size, args.image_size), colours=colours, shapes=shapes,
+                                      unnamed_colours=unnamed, unnamed_shapes=unnamed_shapes,
+                                      unnamed_prob=unnamed_prob)
 
 
 def has_language_weights(model_type: str) -> bool:
@@ -249,7 +264,35 @@ def evaluate_model(cfg, model, eval_dir: str, gt_file: str) -> dict:
 
     run_test(cfg, model, output_dir=eval_dir)
     results_file = os.path.join(eval_dir, "inference", cfg.DATASETS.TEST[0], "bbox.json")
-    return ap50_by_split(gt_file, results_file)
+    metrics = ap50_by_split(gt_file, results_file)
+    metrics["naming"] = naming_by_split(gt_file, results_file)
+    return metrics
+
+
+def naming_by_split(gt_file: str, results_file: str) -> dict:
+    """The best-scoring name on each held-out object (``glip.evaluation.naming``), counted separately for the
+    seen and the unseen combinations: what the demo picture shows, where AP50 ranks each name across images."""
+    from glip.evaluation.naming import summarize_naming, top1_names
+
+    with open(gt_file) as f:
+        gt = json.load(f)
+    with open(results_file) as f:
+        names = top1_names(gt, json.load(f))
+    groups = {split: [c["id"] for c in gt["categories"] if c.get("seen", True) == (split == "seen")]
+              for split in ("seen", "unseen")}
+    return summarize_naming(gt, names, groups)
+
+
+def format_naming(naming: dict) -> str:
+    """One line per split: objects named right, and among the wrong names those with the colour (word 0) or the
+    shape (word 1) right."""
+    lines = []
+    for split, n in naming.items():
+        lines.append("{} objects named right: {}/{} ({:.0f}%); wrong {} (colour right {}, shape right {}), "
+                     "missed {}".format(split, n["right"], n["objects"], 100.0 * n["right"] / max(1, n["objects"]),
+                                        n["wrong"], n["word_right"].get(0, 0), n["word_right"].get(1, 0),
+                                        n["missed"]))
+    return "\n".join(lines)
 
 
 def draw_demo(cfg, model, meta: dict, output_path: str, threshold: float) -> list:
@@ -389,6 +432,7 @@ def run(argv=None) -> int:
                    "demo": drawn, "seen": meta["seen"], "unseen": meta["unseen"]}, f, indent=1)
     logger.info("Demo drawn to %s: %s", os.path.join(output_dir, "demo.png"), drawn)
     print(format_table(meta, metrics, minutes))
+    print(format_naming(metrics["naming"]))
     if cut:
         print(cut)
     print(next_steps(output_dir, image, "a {} and a {}".format(*meta["unseen"][:2])))

@@ -180,3 +180,56 @@ def test_captions_only_split_withholds_its_boxes(tmp_path, data):
     again = tmp_path / "again"
     S.generate_captions_split(str(again), num_images=10, seed=3)
     assert (again / "captions/withheld/grounding.json").read_bytes() == Path(paths["grounding"]).read_bytes()
+
+
+def test_unnamed_colours_are_training_objects_named_by_their_shape(tmp_path):
+    meta = S.generate_synthetic_dataset(str(tmp_path), num_train=40, num_test=8, seed=3,
+                                        unnamed_colours=["black", "pink"], unnamed_prob=0.5)
+    assert meta["unnamed_colours"] == ["black", "pink"] and meta["unnamed_prob"] == 0.5
+    det, gnd = _load(meta["train"]["detection"]), _load(meta["train"]["grounding"])
+    names = {c["id"]: c["name"] for c in det["categories"]}
+    assert list(names.values()) == meta["seen"] + list(S.SHAPES)  # one category per distinct name
+    shape_only = [a for a in det["annotations"] if names[a["category_id"]] in S.SHAPES]
+    assert 0.3 * len(det["annotations"]) <= len(shape_only) <= 0.7 * len(det["annotations"])
+    images = {im["id"]: im for im in det["images"]}
+    palette = {name: np.array(rgb) for name, rgb in S.UNNAMED_COLOURS.items() if name in ("black", "pink")}
+    for a in shape_only:
+        x, y, w, h = a["bbox"]
+        pixels = np.asarray(Image.open(Path(meta["train"]["images"]) / images[a["image_id"]]["file_name"]))
+        centre = pixels[int(y + h / 2), int(x + w / 2), :3].astype(int)
+        assert min(np.abs(centre - rgb).max() for rgb in palette.values()) <= 20, centre
+    captions = {im["id"]: im["caption"] for im in gnd["images"]}
+    for a in gnd["annotations"]:
+        words = a["phrase"].split()
+        assert words[-1] in S.SHAPES and len(words) in (1, 2, 3)
+        assert captions[a["image_id"]][a["tokens_positive"][0][0]:a["tokens_positive"][0][1]] == a["phrase"]
+    shape_phrases = sum(len(a["phrase"].split()) == 1 or a["phrase"].split()[0] in ("small", "large")
+                        and len(a["phrase"].split()) == 2 for a in gnd["annotations"])
+    assert shape_phrases == len(shape_only)
+    assert not any(w in c for c in captions.values() for w in ("black", "pink"))
+    test = _load(meta["test"]["detection"])  # the held-out split is the usual 16 names
+    assert [c["name"] for c in test["categories"]] == [S.combination_name(c, s) for c in S.COLOURS for s in S.SHAPES]
+
+
+def test_unknown_unnamed_colour_is_refused_by_name(tmp_path):
+    with pytest.raises(ValueError, match="unknown unnamed colours \\['red'\\]"):
+        S.generate_synthetic_dataset(str(tmp_path), num_train=2, num_test=2, unnamed_colours=["red"])
+
+
+def test_unnamed_shapes_are_training_objects_named_by_their_colour(tmp_path):
+    meta = S.generate_synthetic_dataset(str(tmp_path), num_train=30, num_test=4, seed=5,
+                                        unnamed_shapes=["hexagon", "cross"], unnamed_prob=0.5)
+    assert meta["unnamed_shapes"] == ["hexagon", "cross"] and meta["unnamed_colours"] == []
+    det, gnd = _load(meta["train"]["detection"]), _load(meta["train"]["grounding"])
+    names = {c["id"]: c["name"] for c in det["categories"]}
+    assert list(names.values()) == meta["seen"] + [c + " shape" for c in S.COLOURS]
+    colour_only = [a for a in det["annotations"] if names[a["category_id"]].endswith(" shape")]
+    assert 0.3 * len(det["annotations"]) <= len(colour_only) <= 0.7 * len(det["annotations"])
+    for a in gnd["annotations"]:
+        assert a["phrase"].split()[-1] in S.SHAPES + ("shape",)
+    assert not any(w in im["caption"] for im in gnd["images"] for w in ("hexagon", "cross"))
+    # a hexagon's box is its own: as wide as its square, 2 * sin(60 deg) of its height
+    x0, y0, x1, y1 = S.tight_box("hexagon", [0, 0, 40, 40])
+    assert (x0, x1) == (0, 40) and y1 - y0 == pytest.approx(40 * math.sin(math.pi / 3))
+    with pytest.raises(ValueError, match="unknown unnamed shapes \\['oval'\\]"):
+        S.generate_synthetic_dataset(str(tmp_path / "bad"), num_train=2, num_test=2, unnamed_shapes=["oval"])

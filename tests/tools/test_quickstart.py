@@ -143,6 +143,47 @@ def test_next_steps_are_commands_the_tools_accept(tmp_path, quickstart):
     assert args.weight == os.path.join(out, "train", "model_final.pth") and args.opts[0] == "OUTPUT_DIR"
 
 
+def test_naming_split_by_seen_flag(tmp_path, quickstart):
+    images = [{"id": 1, "file_name": "1.png", "width": 100, "height": 100}]
+    annotations = [
+        {"id": 1, "image_id": 1, "bbox": [10, 10, 30, 30], "category_id": 1, "area": 900, "iscrowd": 0},
+        {"id": 2, "image_id": 1, "bbox": [50, 50, 20, 20], "category_id": 2, "area": 400, "iscrowd": 0},
+        {"id": 3, "image_id": 1, "bbox": [80, 5, 10, 10], "category_id": 2, "area": 100, "iscrowd": 0},
+    ]
+    categories = [{"id": 1, "name": "red circle", "seen": True}, {"id": 2, "name": "blue star", "seen": False},
+                  {"id": 3, "name": "red star", "seen": True}]
+    gt = _write(tmp_path / "gt.json", {"images": images, "annotations": annotations, "categories": categories})
+    results = [
+        {"image_id": 1, "category_id": 1, "bbox": [10, 10, 30, 30], "score": 0.6},  # the seen object: right
+        {"image_id": 1, "category_id": 2, "bbox": [50, 50, 20, 20], "score": 0.5},  # the unseen one: "red star"
+        {"image_id": 1, "category_id": 3, "bbox": [51, 50, 20, 20], "score": 0.7},  # wins with the shape right
+    ]
+    naming = quickstart.naming_by_split(gt, _write(tmp_path / "dt.json", results))
+    assert naming["seen"] == {"objects": 1, "right": 1, "wrong": 0, "missed": 0, "word_right": {}}
+    assert naming["unseen"] == {"objects": 2, "right": 0, "wrong": 1, "missed": 1, "word_right": {1: 1}}
+    lines = quickstart.format_naming(naming).splitlines()
+    assert lines == ["seen objects named right: 1/1 (100%); wrong 0 (colour right 0, shape right 0), missed 0",
+                     "unseen objects named right: 0/2 (0%); wrong 1 (colour right 0, shape right 1), missed 1"]
+
+
+def test_unnamed_colours_reach_the_generated_data(tmp_path, quickstart):
+    args = quickstart.parse_args(["--num-train", "6", "--num-test", "2", "--unnamed-colours", "black,pink",
+                                  "--unnamed-shapes", "diamond", "--unnamed-prob", "0.5"])
+    meta = quickstart.generate_data(args, str(tmp_path / "data"))
+    assert meta["unnamed_colours"] == ["black", "pink"] and meta["unnamed_shapes"] == ["diamond"]
+    assert meta["unnamed_prob"] == 0.5
+    names = [c["name"] for c in json.loads(Path(meta["train"]["detection"]).read_text())["categories"]]
+    assert names[12:] == ["circle", "square", "triangle", "star", "red shape", "green shape", "blue shape",
+                          "yellow shape"]
+    stamp = (tmp_path / "data" / "meta.json").stat().st_mtime_ns
+    assert quickstart.generate_data(args, str(tmp_path / "data"))["unnamed_prob"] == 0.5
+    assert (tmp_path / "data" / "meta.json").stat().st_mtime_ns == stamp  # the same arguments reuse the data
+    plain = quickstart.generate_data(quickstart.parse_args(["--num-train", "6", "--num-test", "2"]),
+                                     str(tmp_path / "data"))
+    assert plain["unnamed_colours"] == plain["unnamed_shapes"] == [] and "circle" not in [
+        c["name"] for c in json.loads(Path(plain["train"]["detection"]).read_text())["categories"]]
+
+
 @pytest.mark.slow
 def test_short_training_lifts_held_out_ap50_far_above_untrained(tmp_path, quickstart, capsys):
     from glip.modeling.detector import build_detection_model

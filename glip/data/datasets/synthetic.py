@@ -36,11 +36,28 @@ COLOURS: Dict[str, Tuple[int, int, int]] = {
     "yellow": (235, 200, 30),
 }
 SHAPES: Tuple[str, ...] = ("circle", "square", "triangle", "star")
+# Colours that training objects may be drawn in without their colour being named ("a small circle"), far from the
+# named COLOURS: a shape word then covers many colours, so the detector cannot tie a shape to the few colours it
+# is named with (see ``unnamed_colours`` of :func:`generate_synthetic_dataset`).
+UNNAMED_COLOURS: Dict[str, Tuple[int, int, int]] = {
+    "black": (30, 30, 30),
+    "pink": (235, 90, 200),
+    "cyan": (30, 200, 210),
+    "purple": (135, 55, 190),
+    "orange": (245, 135, 20),
+    "brown": (125, 80, 35),
+}
+# Shapes that training objects may have without their shape being named ("a red shape"): a colour word then covers
+# many shapes (``unnamed_shapes`` of :func:`generate_synthetic_dataset`).
+UNNAMED_SHAPES: Tuple[str, ...] = ("hexagon", "diamond", "cross")
 SMALL_FRACTION = 0.2  # objects whose longer side is below this fraction of the image side are "small" in captions
 
 
 def combination_name(colour: str, shape: str) -> str:
-    return "{} {}".format(colour, shape)
+    """The object's name: "red circle"; the shape alone for an unnamed colour, "red shape" for an unnamed shape."""
+    if colour in UNNAMED_COLOURS:
+        return shape
+    return "{} {}".format(colour, "shape" if shape in UNNAMED_SHAPES else shape)
 
 
 def default_unseen(colours: Sequence[str], shapes: Sequence[str]) -> List[Tuple[str, str]]:
@@ -71,6 +88,15 @@ def shape_polygon(shape: str, box: Sequence[float]) -> Optional[List[Tuple[float
             scale = 1.0 if k % 2 == 0 else 0.45
             points.append((cx + scale * outer_x * math.cos(angle), cy + scale * outer_y * math.sin(angle)))
         return points
+    if shape == "hexagon":
+        return [(cx + (x1 - x0) / 2.0 * math.cos(k * math.pi / 3), cy + (y1 - y0) / 2.0 * math.sin(k * math.pi / 3))
+                for k in range(6)]
+    if shape == "diamond":
+        return [(cx, y0), (x1, cy), (cx, y1), (x0, cy)]
+    if shape == "cross":
+        ax, ay = (x1 - x0) / 6.0, (y1 - y0) / 6.0
+        return [(cx - ax, y0), (cx + ax, y0), (cx + ax, cy - ay), (x1, cy - ay), (x1, cy + ay), (cx + ax, cy + ay),
+                (cx + ax, y1), (cx - ax, y1), (cx - ax, cy + ay), (x0, cy + ay), (x0, cy - ay), (cx - ax, cy - ay)]
     raise ValueError("unknown shape {!r}".format(shape))
 
 
@@ -145,7 +171,7 @@ def place_objects(combos: Sequence[Tuple[str, str]], width: int, height: int, rn
 def draw_objects(image: Image.Image, objects: Sequence[dict], rng: random.Random):
     draw = ImageDraw.Draw(image)
     for obj in objects:
-        fill = _jitter(COLOURS[obj["colour"]], rng)
+        fill = _jitter(COLOURS.get(obj["colour"]) or UNNAMED_COLOURS[obj["colour"]], rng)
         polygon = shape_polygon(obj["shape"], obj["square"])
         if polygon is None:
             draw.ellipse(obj["square"], fill=fill)
@@ -170,7 +196,8 @@ def make_caption(objects: Sequence[dict], rng: random.Random, image_side: float,
                  size_prob: float = 0.7) -> Tuple[str, List[list]]:
     """A caption naming every object, and per object the ``[begin, end]`` character span of its phrase.
 
-    Form: ``"a <phrase> <relation> a <phrase>[ and a <phrase>]*"`` where a phrase is ``[size ]colour shape``.
+    Form: ``"a <phrase> <relation> a <phrase>[ and a <phrase>]*"`` where a phrase is ``[size ]colour shape``
+    (``[size ]shape`` for an unnamed colour).
     """
     caption, spans = "", []
     for i, obj in enumerate(objects):
@@ -179,8 +206,8 @@ def make_caption(objects: Sequence[dict], rng: random.Random, image_side: float,
         elif i > 1:
             caption += " and "
         caption += "a "
-        words = ([size_word(obj["box"], image_side)] if rng.random() < size_prob else []) + [obj["colour"], obj["shape"]]
-        phrase = " ".join(words)
+        size = [size_word(obj["box"], image_side)] if rng.random() < size_prob else []
+        phrase = " ".join(size + [combination_name(obj["colour"], obj["shape"])])
         spans.append([[len(caption), len(caption) + len(phrase)]])
         caption += phrase
     return caption, spans
@@ -199,14 +226,19 @@ def generate_split(folder: str, num_images: int, combos: Sequence[Tuple[str, str
     ``folder/grounding.json``.
 
     Objects are drawn uniformly from ``combos``; with ``required`` each object is drawn from it with probability
-    ``required_prob`` (the test split uses this to hold many unseen objects). ``categories`` (all combinations the
-    detection json lists, ids 1..K in this order) must include ``combos``. Returns :func:`split_paths`.
+    ``required_prob`` (the test split uses this to hold many unseen objects; the training split to draw objects in
+    unnamed colours). ``categories`` (all combinations the detection json lists, one category per distinct
+    :func:`combination_name`, ids 1..K in this order) must include ``combos`` and ``required``. Returns
+    :func:`split_paths`.
     """
     width, height = image_size
     rng = random.Random(seed)
     os.makedirs(os.path.join(folder, "images"), exist_ok=True)
-    cat_ids = {combo: i + 1 for i, combo in enumerate(categories)}
-    missing = [c for c in combos if c not in cat_ids]
+    name_ids: Dict[str, int] = {}
+    for combo in categories:
+        name_ids.setdefault(combination_name(*combo), len(name_ids) + 1)
+    cat_ids = {tuple(combo): name_ids[combination_name(*combo)] for combo in categories}
+    missing = [c for c in list(combos) + list(required) if tuple(c) not in cat_ids]
     if missing:
         raise ValueError("combinations {} are not among the categories".format(missing))
     unseen = set(map(tuple, unseen))
@@ -233,8 +265,11 @@ def generate_split(folder: str, num_images: int, combos: Sequence[Tuple[str, str
             det_annotations.append(ann)
             gnd_annotations.append(dict(ann, category_id=1, tokens_positive=span,
                                         phrase=caption[span[0][0]:span[0][1]]))
-    det_categories = [{"id": cat_ids[c], "name": combination_name(*c), "supercategory": c[1],
-                       "seen": tuple(c) not in unseen} for c in categories]
+    first = {}
+    for combo in categories:
+        first.setdefault(name_ids[combination_name(*combo)], tuple(combo))
+    det_categories = [{"id": i, "name": combination_name(*c), "supercategory": c[1], "seen": c not in unseen}
+                      for i, c in sorted(first.items())]
     paths = split_paths(folder)
     _write_json(paths["detection"], {"images": det_images, "annotations": det_annotations,
                                      "categories": det_categories})
@@ -267,6 +302,18 @@ def _vocabulary(colours: Sequence[str], shapes: Sequence[str], unseen, image_siz
         side = min(image_size)
         object_side = (max(8, round(0.11 * side)), round(0.375 * side))
     return all_combos, unseen, [c for c in all_combos if c not in unseen], tuple(object_side)
+
+
+def _unnamed_combinations(unnamed_colours: Sequence[str], unnamed_shapes: Sequence[str], colours: Sequence[str],
+                          shapes: Sequence[str]) -> List[Tuple[str, str]]:
+    """Every shape in every unnamed colour, then every colour of every unnamed shape, after checking the names."""
+    unknown = [c for c in unnamed_colours if c not in UNNAMED_COLOURS]
+    if unknown:
+        raise ValueError("unknown unnamed colours {} (known: {})".format(unknown, list(UNNAMED_COLOURS)))
+    unknown = [s for s in unnamed_shapes if s not in UNNAMED_SHAPES]
+    if unknown:
+        raise ValueError("unknown unnamed shapes {} (known: {})".format(unknown, list(UNNAMED_SHAPES)))
+    return [(c, s) for c in unnamed_colours for s in shapes] + [(c, s) for c in colours for s in unnamed_shapes]
 
 
 def generate_captions_split(root: str, num_images: int = 600, seed: int = 0,
@@ -309,21 +356,30 @@ def generate_synthetic_dataset(root: str, num_train: int = 600, num_test: int = 
                                image_size: Tuple[int, int] = (160, 160), objects_per_image: Tuple[int, int] = (2, 4),
                                object_side: Optional[Tuple[int, int]] = None, textured_prob: float = 0.5,
                                colours: Sequence[str] = tuple(COLOURS), shapes: Sequence[str] = SHAPES,
-                               unseen: Optional[Sequence[Tuple[str, str]]] = None) -> dict:
+                               unseen: Optional[Sequence[Tuple[str, str]]] = None,
+                               unnamed_colours: Sequence[str] = (), unnamed_shapes: Sequence[str] = (),
+                               unnamed_prob: float = 0.15) -> dict:
     """Write the ``train`` and ``test`` splits under ``root`` and ``root/meta.json``; returns the meta dict.
 
     ``train`` uses only the seen combinations; ``test`` draws about half of its objects from the ``unseen`` ones
-    (default :func:`default_unseen`). The same arguments always give the same files. The meta dict holds the
-    arguments, ``seen`` / ``unseen`` category names and per split the ``detection`` / ``grounding`` json paths
-    and ``images`` folder.
+    (default :func:`default_unseen`). With ``unnamed_colours`` (keys of :data:`UNNAMED_COLOURS`) or
+    ``unnamed_shapes`` (of :data:`UNNAMED_SHAPES`) each training object is, with probability ``unnamed_prob``,
+    one in such a colour, named by its shape alone ("circle", "a small circle"), or of such a shape, named by its
+    colour ("red shape"); the test split never holds them. The same arguments always give the same files. The meta
+    dict holds the arguments, ``seen`` / ``unseen`` category names and per split the ``detection`` /
+    ``grounding`` json paths and ``images`` folder.
     """
     all_combos, unseen, seen, object_side = _vocabulary(colours, shapes, unseen, image_size, object_side)
+    unnamed = _unnamed_combinations(unnamed_colours, unnamed_shapes, colours, shapes)
     common = dict(image_size=tuple(image_size), objects_per_image=tuple(objects_per_image),
                   object_side=tuple(object_side), textured_prob=textured_prob, unseen=unseen)
     meta = {"seed": seed, "colours": list(colours), "shapes": list(shapes), "num_train": num_train,
-            "num_test": num_test, "image_size": list(image_size),
+            "num_test": num_test, "image_size": list(image_size), "unnamed_colours": list(unnamed_colours),
+            "unnamed_shapes": list(unnamed_shapes),
+            "unnamed_prob": float(unnamed_prob) if unnamed else 0.0,
             "seen": [combination_name(*c) for c in seen], "unseen": [combination_name(*c) for c in unseen]}
-    splits = {"train": dict(num_images=num_train, combos=seen, categories=seen, seed=seed * 2 + 1),
+    splits = {"train": dict(num_images=num_train, combos=seen, categories=seen + unnamed, seed=seed * 2 + 1,
+                            required=unnamed, required_prob=unnamed_prob if unnamed else 0.0),
               "test": dict(num_images=num_test, combos=seen, categories=all_combos, seed=seed * 2 + 2,
                            required=unseen, required_prob=0.5)}
     for split, args in splits.items():
