@@ -67,9 +67,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--unnamed-shapes", type=_names, default=[],
                         help="comma-separated extra shapes (of glip.data.datasets.synthetic.UNNAMED_SHAPES) that "
                              "training objects have, named by their colour alone ('red shape'; default: none)")
-    parser.add_argument("--unnamed-prob", type=float, default=0.15,
+    parser.add_argument("--unnamed-prob", type=float, default=None,
                         help="with --unnamed-colours / --unnamed-shapes, the probability of a training object "
-                             "being such a one")
+                             "being such a one (default 0.15; refused without them)")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch intra-op threads (0: torch's default); 1 is much faster on a busy shared machine")
     parser.add_argument("--minutes", type=float, default=0.0,
@@ -129,7 +129,10 @@ def generate_data(args, data_root: str) -> dict:
     shapes = list(args.shapes or SHAPES)
     unnamed = list(getattr(args, "unnamed_colours", None) or [])  # tools/self_train.py's arguments have none
     unnamed_shapes = list(getattr(args, "unnamed_shapes", None) or [])
-    unnamed_prob = float(getattr(args, "unnamed_prob", 0.0)) if unnamed or unnamed_shapes else 0.0
+    unnamed_prob = getattr(args, "unnamed_prob", None)
+    if unnamed_prob is not None and not (unnamed or unnamed_shapes):
+        raise ValueError("--unnamed-prob {} needs --unnamed-colours or --unnamed-shapes".format(unnamed_prob))
+    unnamed_prob = (0.15 if unnamed_prob is None else float(unnamed_prob)) if unnamed or unnamed_shapes else 0.0
     wanted = {"seed": args.seed, "num_train": args.num_train, "num_test": args.num_test,
               "image_size": [args.image_size, args.image_size], "colours": colours, "shapes": shapes,
               "unnamed_colours": unnamed, "unnamed_shapes": unnamed_shapes, "unnamed_prob": unnamed_prob}

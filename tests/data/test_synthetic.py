@@ -214,6 +214,9 @@ def test_unnamed_colours_are_training_objects_named_by_their_shape(tmp_path):
 def test_unknown_unnamed_colour_is_refused_by_name(tmp_path):
     with pytest.raises(ValueError, match="unknown unnamed colours \\['red'\\]"):
         S.generate_synthetic_dataset(str(tmp_path), num_train=2, num_test=2, unnamed_colours=["red"])
+    with pytest.raises(ValueError, match="unnamed_prob must be in \\[0, 1\\], got 1.5"):
+        S.generate_synthetic_dataset(str(tmp_path), num_train=2, num_test=2, unnamed_colours=["black"],
+                                     unnamed_prob=1.5)
 
 
 def test_unnamed_shapes_are_training_objects_named_by_their_colour(tmp_path):

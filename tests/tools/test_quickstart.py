@@ -180,6 +180,9 @@ def test_unnamed_colours_reach_the_generated_data(tmp_path, quickstart):
     assert (tmp_path / "data" / "meta.json").stat().st_mtime_ns == stamp  # the same arguments reuse the data
     plain = quickstart.generate_data(quickstart.parse_args(["--num-train", "6", "--num-test", "2"]),
                                      str(tmp_path / "data"))
+    with pytest.raises(ValueError, match="--unnamed-prob 0.5 needs --unnamed-colours or --unnamed-shapes"):
+        quickstart.generate_data(quickstart.parse_args(["--unnamed-prob", "0.5"]), str(tmp_path / "other"))
+    assert not (tmp_path / "other").exists()
     assert plain["unnamed_colours"] == plain["unnamed_shapes"] == [] and "circle" not in [
         c["name"] for c in json.loads(Path(plain["train"]["detection"]).read_text())["categories"]]
 

@@ -371,6 +371,8 @@ def generate_synthetic_dataset(root: str, num_train: int = 600, num_test: int = 
     """
     all_combos, unseen, seen, object_side = _vocabulary(colours, shapes, unseen, image_size, object_side)
     unnamed = _unnamed_combinations(unnamed_colours, unnamed_shapes, colours, shapes)
+    if not 0.0 <= unnamed_prob <= 1.0:
+        raise ValueError("unnamed_prob must be in [0, 1], got {}".format(unnamed_prob))
     common = dict(image_size=tuple(image_size), objects_per_image=tuple(objects_per_image),
                   object_side=tuple(object_side), textured_prob=textured_prob, unseen=unseen)
     meta = {"seed": seed, "colours": list(colours), "shapes": list(shapes), "num_train": num_train,
