@@ -123,7 +123,8 @@ def build_config(config_file: str, output_dir: str, data_root: str, opts=()):
 
 def generate_data(args, data_root: str) -> dict:
     """The synthetic dataset under ``data_root`` (reused when ``meta.json`` says it was made the same way)."""
-    from glip.data.datasets.synthetic import COLOURS, SHAPES, generate_synthetic_dataset, split_paths
+    from glip.data.datasets.synthetic import (COLOURS, DEFAULT_UNNAMED_PROB, SHAPES, generate_synthetic_dataset,
+                                              split_paths)
 
     colours = list(args.colours or COLOURS)
     shapes = list(args.shapes or SHAPES)
@@ -132,7 +133,10 @@ def generate_data(args, data_root: str) -> dict:
     unnamed_prob = getattr(args, "unnamed_prob", None)
     if unnamed_prob is not None and not (unnamed or unnamed_shapes):
         raise ValueError("--unnamed-prob {} needs --unnamed-colours or --unnamed-shapes".format(unnamed_prob))
-    unnamed_prob = (0.15 if unnamed_prob is None else float(unnamed_prob)) if unnamed or unnamed_shapes else 0.0
+    if not (unnamed or unnamed_shapes):
+        unnamed_prob = 0.0
+    elif unnamed_prob is None:
+        unnamed_prob = DEFAULT_UNNAMED_PROB
     wanted = {"seed": args.seed, "num_train": args.num_train, "num_test": args.num_test,
               "image_size": [args.image_size, args.image_size], "colours": colours, "shapes": shapes,
               "unnamed_colours": unnamed, "unnamed_shapes": unnamed_shapes, "unnamed_prob": unnamed_prob}

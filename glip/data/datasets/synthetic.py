@@ -304,6 +304,10 @@ def _vocabulary(colours: Sequence[str], shapes: Sequence[str], unseen, image_siz
     return all_combos, unseen, [c for c in all_combos if c not in unseen], tuple(object_side)
 
 
+# Share of training objects drawn in an unnamed colour or shape when those are asked for.
+DEFAULT_UNNAMED_PROB = 0.15
+
+
 def _unnamed_combinations(unnamed_colours: Sequence[str], unnamed_shapes: Sequence[str], colours: Sequence[str],
                           shapes: Sequence[str]) -> List[Tuple[str, str]]:
     """Every shape in every unnamed colour, then every colour of every unnamed shape, after checking the names."""
@@ -358,7 +362,7 @@ def generate_synthetic_dataset(root: str, num_train: int = 600, num_test: int = 
                                colours: Sequence[str] = tuple(COLOURS), shapes: Sequence[str] = SHAPES,
                                unseen: Optional[Sequence[Tuple[str, str]]] = None,
                                unnamed_colours: Sequence[str] = (), unnamed_shapes: Sequence[str] = (),
-                               unnamed_prob: float = 0.15) -> dict:
+                               unnamed_prob: float = DEFAULT_UNNAMED_PROB) -> dict:
     """Write the ``train`` and ``test`` splits under ``root`` and ``root/meta.json``; returns the meta dict.
 
     ``train`` uses only the seen combinations; ``test`` draws about half of its objects from the ``unseen`` ones
