@@ -77,6 +77,9 @@ def model_defaults() -> CN:
     m.LANGUAGE_BACKBONE.VOCAB_SIZE = 0
     # Pad every caption to MAX_QUERY_LEN tokens.
     m.LANGUAGE_BACKBONE.PAD_MAX = True
+    # Project key (not in the reference): with FREEZE, keep up to this many captions' encoder outputs and encode
+    # each distinct caption once (glip/modeling/language/frozen_cache.py); 0: off.
+    m.LANGUAGE_BACKBONE.CACHE_FROZEN = 0
 
     # ----------------------------------------------------------------------------- MODEL.FPN / BIFPN
     m.FPN = CN()

@@ -61,6 +61,13 @@ def refuseds(prefix, names, why):
     return tuple(refused(prefix + name, why) for name in names.split())
 
 
+def _text_cache_applies(cfg) -> bool:
+    """LANGUAGE_BACKBONE.CACHE_FROZEN has an effect: the encoder is frozen, sees every caption with its padding,
+    and captions go through the detector's encode_text (not the parallel class-text encoder)."""
+    return bool(cfg.MODEL.LANGUAGE_BACKBONE.FREEZE and cfg.MODEL.DYHEAD.FUSE_CONFIG.USE_DOT_PRODUCT_TOKEN_LOSS
+                and not cfg.GLIPKNOW.PARALLEL_LANGUAGE_INPUT)
+
+
 def _one_of(*values):
     return lambda value, cfg: value in values
 
@@ -124,6 +131,11 @@ OPTIONS: Tuple[Option, ...] = (
     *refuseds("MODEL.SWINT.", "OUT_NORM LAYER_SCALE", NOT_IMPLEMENTED),
     # language backbone
     *impls("MODEL.LANGUAGE_BACKBONE.", "FREEZE USE_CHECKPOINT LANG_DIM MAX_QUERY_LEN N_LAYERS MASK_SPECIAL PAD_MAX"),
+    impl("MODEL.LANGUAGE_BACKBONE.CACHE_FROZEN", "project key (not in the reference; default 0, off): the frozen "
+         "encoder's outputs kept per caption (glip/modeling/language/frozen_cache.py)",
+         supported=lambda value, cfg: value == 0 or (value > 0 and _text_cache_applies(cfg)),
+         supported_text="0, or a positive number of captions with FREEZE True, USE_DOT_PRODUCT_TOKEN_LOSS True "
+                        "(the encoder keeps its padding) and no GLIPKNOW.PARALLEL_LANGUAGE_INPUT"),
     impl("MODEL.LANGUAGE_BACKBONE.TOKENIZER_TYPE", "a BERT tokenizer (hub id or local folder)",
          supported=lambda value, cfg: value != "clip", supported_text="a BERT tokenizer (not 'clip')"),
     impl("MODEL.LANGUAGE_BACKBONE.MODEL_TYPE", "BERT (hub id or local BERT folder)",

@@ -36,11 +36,14 @@ class GeneralizedVLRCNN(nn.Module):
         token_masker: MLM_LOSS: a `glip.modeling.language.mlm_masking.TokenMasker`; in training it masks caption
             tokens before the language backbone and gives the `mlm_labels` of the MLM loss. The reference masks
             in eval mode too (its evaluation commands switch MLM_LOSS off); here eval never masks.
+        text_cache: LANGUAGE_BACKBONE.CACHE_FROZEN: a `glip.modeling.language.frozen_cache.FrozenTextCache` that
+            the frozen language backbone's outputs go through (each distinct caption encoded once).
     """
 
     def __init__(self, backbone: nn.Module, language_backbone: nn.Module, tokenizer, rpn: nn.Module,
                  max_query_len: int = 256, pad_max: bool = True, freeze_policy: Optional[FreezePolicy] = None,
-                 one_hot_classes: int = 0, mask_special: bool = False, parallel_text=None, token_masker=None):
+                 one_hot_classes: int = 0, mask_special: bool = False, parallel_text=None, token_masker=None,
+                 text_cache=None):
         super().__init__()
         self.backbone = backbone
         self.language_backbone = language_backbone
@@ -52,6 +55,7 @@ class GeneralizedVLRCNN(nn.Module):
         self.mask_special = mask_special
         self.parallel_text = parallel_text
         self.token_masker = token_masker
+        self.text_cache = text_cache
         self.set_freeze_policy(FreezePolicy() if freeze_policy is None else freeze_policy)
 
     @property
@@ -100,7 +104,10 @@ class GeneralizedVLRCNN(nn.Module):
             input_ids, mlm_labels = self.token_masker(input_ids, greenlight_map)
         if self.freeze_language_backbone:
             with torch.no_grad():
-                language = self.language_backbone(input_ids, tokens["attention_mask"])
+                if self.text_cache is not None:
+                    language = self.text_cache(self.language_backbone, input_ids, tokens["attention_mask"])
+                else:
+                    language = self.language_backbone(input_ids, tokens["attention_mask"])
         else:
             language = self.language_backbone(input_ids, tokens["attention_mask"])
         language = dict(language)
@@ -182,6 +189,7 @@ def build_detection_model(cfg) -> GeneralizedVLRCNN:
     from glip.modeling.head.build import build_rpn
     from glip.modeling.language import build_language_backbone, build_tokenizer
     from glip.modeling.language.parallel import build_parallel_text_encoder
+    from glip.modeling.language.frozen_cache import FrozenTextCache
     from glip.modeling.language.mlm_masking import TokenMasker
 
     from glip.config.audit import check_config
@@ -194,7 +202,7 @@ def build_detection_model(cfg) -> GeneralizedVLRCNN:
     backbone = build_backbone(cfg)
     language_backbone = build_language_backbone(cfg)  # before the head: its BertConfig sizes the head's text layers
     tokenizer = build_tokenizer(cfg.MODEL.LANGUAGE_BACKBONE.TOKENIZER_TYPE)
-    fuse = cfg.MODEL.DYHEAD.FUSE_CONFIG
+    fuse, lang = cfg.MODEL.DYHEAD.FUSE_CONFIG, cfg.MODEL.LANGUAGE_BACKBONE
     model = GeneralizedVLRCNN(
         backbone=backbone,
         language_backbone=language_backbone,
@@ -207,6 +215,7 @@ def build_detection_model(cfg) -> GeneralizedVLRCNN:
         mask_special=cfg.MODEL.LANGUAGE_BACKBONE.MASK_SPECIAL,
         parallel_text=build_parallel_text_encoder(cfg),
         token_masker=TokenMasker(tokenizer, only_positives=fuse.MLM_LOSS_FOR_ONLY_POSITIVES) if fuse.MLM_LOSS else None,
+        text_cache=FrozenTextCache(lang.CACHE_FROZEN) if lang.CACHE_FROZEN else None,
     )
     route_linear_layers(model)  # fp32 CPU products through oneDNN (glip.layers.cpu_gemm), same values up to rounding
     return model
