@@ -2,7 +2,9 @@
 
     python tools/quickstart.py [--output-dir OUTPUT/quickstart] [--threads N] [--minutes M] [KEY VALUE ...]
 
-Steps: generate the coloured-shapes data (``glip.data.datasets.synthetic``) -> train the model of
+Steps: generate the coloured-shapes data (``glip.data.datasets.synthetic``; by default 30% of the training
+objects in an extra colour named by its shape alone or an extra shape named by its colour alone, so that shape
+and colour features come apart) -> train the model of
 ``configs/quickstart/glip_tiny_shapes_minilm.yaml`` (the pretrained all-MiniLM-L6-v2 text encoder; the
 from-scratch 2-layer BERT: ``glip_tiny_shapes.yaml``) through the trainer of
 ``tools/train_net.py`` (``glip.engine.run.train``) -> evaluate on the held-out split with the COCO evaluation
@@ -50,6 +52,8 @@ def _names(text: str) -> list:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    from glip.data.datasets.synthetic import DEFAULT_UNNAMED_PROB, UNNAMED_COLOURS, UNNAMED_SHAPES
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--output-dir", default="OUTPUT/quickstart", help="where data, model and results go")
     parser.add_argument("--config-file", default=str(DEFAULT_CONFIG), help="the model / solver yaml")
@@ -61,15 +65,17 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="comma-separated object colours (default: all of glip.data.datasets.synthetic.COLOURS)")
     parser.add_argument("--shapes", type=_names, default=None,
                         help="comma-separated object shapes (default: all of glip.data.datasets.synthetic.SHAPES)")
-    parser.add_argument("--unnamed-colours", type=_names, default=[],
+    parser.add_argument("--unnamed-colours", type=_names, default=list(UNNAMED_COLOURS),
                         help="comma-separated extra colours (of glip.data.datasets.synthetic.UNNAMED_COLOURS) that "
-                             "training objects are drawn in, named by their shape alone (default: none)")
-    parser.add_argument("--unnamed-shapes", type=_names, default=[],
+                             "training objects are drawn in, named by their shape alone (default: all of them, "
+                             "{}; '' for none)".format(",".join(UNNAMED_COLOURS)))
+    parser.add_argument("--unnamed-shapes", type=_names, default=list(UNNAMED_SHAPES),
                         help="comma-separated extra shapes (of glip.data.datasets.synthetic.UNNAMED_SHAPES) that "
-                             "training objects have, named by their colour alone ('red shape'; default: none)")
+                             "training objects have, named by their colour alone ('red shape'; default: all of "
+                             "them, {}; '' for none)".format(",".join(UNNAMED_SHAPES)))
     parser.add_argument("--unnamed-prob", type=float, default=None,
-                        help="with --unnamed-colours / --unnamed-shapes, the probability of a training object "
-                             "being such a one (default 0.15; refused without them)")
+                        help="with unnamed colours / shapes, the probability of a training object being such a one "
+                             "(default {}; refused when both lists are empty)".format(DEFAULT_UNNAMED_PROB))
     parser.add_argument("--threads", type=int, default=0,
                         help="torch intra-op threads (0: torch's default); 1 is much faster on a busy shared machine")
     parser.add_argument("--minutes", type=float, default=0.0,
@@ -132,7 +138,8 @@ def generate_data(args, data_root: str) -> dict:
     unnamed_shapes = list(getattr(args, "unnamed_shapes", None) or [])
     unnamed_prob = getattr(args, "unnamed_prob", None)
     if unnamed_prob is not None and not (unnamed or unnamed_shapes):
-        raise ValueError("--unnamed-prob {} needs --unnamed-colours or --unnamed-shapes".format(unnamed_prob))
+        raise ValueError("--unnamed-prob {} needs unnamed colours or shapes (--unnamed-colours and --unnamed-shapes "
+                         "are both empty)".format(unnamed_prob))
     if not (unnamed or unnamed_shapes):
         unnamed_prob = 0.0
     elif unnamed_prob is None:
@@ -175,7 +182,12 @@ def train_model(cfg):
     logger.info("Text encoder %s: %s", cfg.MODEL.LANGUAGE_BACKBONE.MODEL_TYPE,
                 "pretrained weights" if pretrained else "no weights found, trained from random initialisation")
     seed_everything(cfg.SOLVER.SEED)
-    return train(cfg, use_tensorboard=True, pretrained_language=pretrained)
+    model = train(cfg, use_tensorboard=True, pretrained_language=pretrained)
+    cache = getattr(model, "text_cache", None)
+    if cache is not None:
+        logger.info("Frozen text encoder cache: %d caption rows encoded, %d served from the cache (%d kept)",
+                    cache.misses, cache.hits, len(cache))
+    return model
 
 
 def measure_seconds_per_iteration(cfg, iterations: int = 6) -> float:

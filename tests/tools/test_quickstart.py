@@ -178,13 +178,23 @@ def test_unnamed_colours_reach_the_generated_data(tmp_path, quickstart):
     stamp = (tmp_path / "data" / "meta.json").stat().st_mtime_ns
     assert quickstart.generate_data(args, str(tmp_path / "data"))["unnamed_prob"] == 0.5
     assert (tmp_path / "data" / "meta.json").stat().st_mtime_ns == stamp  # the same arguments reuse the data
-    plain = quickstart.generate_data(quickstart.parse_args(["--num-train", "6", "--num-test", "2"]),
+    none = ["--unnamed-colours", "", "--unnamed-shapes", ""]
+    plain = quickstart.generate_data(quickstart.parse_args(["--num-train", "6", "--num-test", "2", *none]),
                                      str(tmp_path / "data"))
-    with pytest.raises(ValueError, match="--unnamed-prob 0.5 needs --unnamed-colours or --unnamed-shapes"):
-        quickstart.generate_data(quickstart.parse_args(["--unnamed-prob", "0.5"]), str(tmp_path / "other"))
+    with pytest.raises(ValueError, match="--unnamed-prob 0.5 needs unnamed colours or shapes"):
+        quickstart.generate_data(quickstart.parse_args(["--unnamed-prob", "0.5", *none]), str(tmp_path / "other"))
     assert not (tmp_path / "other").exists()
     assert plain["unnamed_colours"] == plain["unnamed_shapes"] == [] and "circle" not in [
         c["name"] for c in json.loads(Path(plain["train"]["detection"]).read_text())["categories"]]
+
+
+def test_unnamed_objects_are_on_by_default_with_every_extra_colour_and_shape(quickstart):
+    from glip.data.datasets.synthetic import UNNAMED_COLOURS, UNNAMED_SHAPES
+
+    args = quickstart.parse_args([])
+    assert args.unnamed_colours == ["black", "pink", "cyan", "purple", "orange", "brown"] == list(UNNAMED_COLOURS)
+    assert args.unnamed_shapes == ["hexagon", "diamond", "cross"] == list(UNNAMED_SHAPES)
+    assert args.unnamed_prob is None  # generate_data fills in DEFAULT_UNNAMED_PROB (0.3)
 
 
 @pytest.mark.slow
