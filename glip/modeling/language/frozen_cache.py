@@ -5,10 +5,13 @@ every time, and training sees the same captions every epoch (and, with DATASETS.
 detection prompt in every batch). The cache keys each row by its ids and mask (padding included, so the key is
 exactly what the backbone sees) and runs the backbone only on the rows it does not hold, as one smaller batch.
 A smaller batch may round differently in the last bits than the full one, so the option is off by default
-(MODEL.LANGUAGE_BACKBONE.CACHE_FROZEN 0) and refused unless FREEZE is on.
+(MODEL.LANGUAGE_BACKBONE.CACHE_FROZEN 0) and refused unless FREEZE is on. When the encoder is a module, the cache
+empties itself whenever one of its parameters or buffers changed since the last call (loaded weights, an in-place
+update: each tensor's version counter, or a replaced tensor), so stale features are never served.
 """
+import itertools
 from collections import OrderedDict
-from typing import Callable, Dict
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 
@@ -22,6 +25,7 @@ class FrozenTextCache:
             raise ValueError("FrozenTextCache capacity must be positive, got {}".format(capacity))
         self.capacity = int(capacity)
         self._rows: "OrderedDict[bytes, Dict[str, torch.Tensor]]" = OrderedDict()
+        self._weights: Optional[Tuple] = None
         self.hits = 0
         self.misses = 0
 
@@ -34,9 +38,23 @@ class FrozenTextCache:
         mask = attention_mask.detach().to("cpu", torch.int64).contiguous().numpy()
         return ids.tobytes() + b"|" + mask.tobytes()
 
+    @staticmethod
+    def _weights_state(encode) -> Optional[Tuple]:
+        """(identity, version) of every parameter and buffer of a module encoder; None for a plain callable."""
+        if not isinstance(encode, torch.nn.Module):
+            return None
+        return tuple((id(t), t._version) for t in itertools.chain(encode.parameters(), encode.buffers()))
+
+    def clear(self) -> None:
+        self._rows.clear()
+
     def __call__(self, encode: Callable[[torch.Tensor, torch.Tensor], dict], input_ids: torch.Tensor,
                  attention_mask: torch.Tensor) -> dict:
         """The language dict of `encode(input_ids, attention_mask)` ((B, T) each), rows not held encoded now."""
+        weights = self._weights_state(encode)
+        if weights != self._weights:
+            self.clear()
+            self._weights = weights
         keys = [self._key(i, m) for i, m in zip(input_ids, attention_mask)]
         todo: Dict[bytes, int] = {}  # key -> first row holding it, for the rows not held
         for b, key in enumerate(keys):

@@ -94,6 +94,25 @@ def test_detector_with_the_cache_gives_the_frozen_encoders_features():
     assert (cached.text_cache.hits, cached.text_cache.misses) == (1, 3)
 
 
+def test_changed_encoder_weights_empty_the_cache():
+    torch.manual_seed(0)
+    plain = build_detection_model(_frozen_config(0)).eval()
+    cached = build_detection_model(_frozen_config(16)).eval()
+    cached.load_state_dict(plain.state_dict())
+    captions = ["a red circle. a blue square"]
+    cached.encode_text(captions, torch.device("cpu"))
+    with torch.no_grad():  # an in-place update, as an optimizer step or a weight load makes
+        for model in (plain, cached):
+            next(model.language_backbone.parameters()).add_(0.5)
+    got = cached.encode_text(captions, torch.device("cpu"))
+    assert (cached.text_cache.hits, cached.text_cache.misses) == (0, 2)
+    torch.testing.assert_close(got["hidden"], plain.encode_text(captions, torch.device("cpu"))["hidden"],
+                               rtol=1e-5, atol=1e-5)
+    cached.load_state_dict(cached.state_dict())  # loading weights (even the same) empties it too
+    cached.encode_text(captions, torch.device("cpu"))
+    assert (cached.text_cache.hits, cached.text_cache.misses) == (0, 3)
+
+
 def test_cache_is_refused_where_it_would_do_nothing():
     check_config(_frozen_config(16))
     unfrozen = _frozen_config(16)
