@@ -367,15 +367,16 @@ def format_table(meta: dict, metrics: dict, minutes: dict) -> str:
     return "\n".join(lines)
 
 
-def next_steps(output_dir: str, image: str, caption: str) -> str:
-    """What to run next on the trained model: the demo with any caption and the evaluation command."""
+def next_steps(output_dir: str, image: str, caption: str, min_size: int) -> str:
+    """What to run next on the trained model: the demo with any caption (at the model's test size ``min_size``,
+    INPUT.MIN_SIZE_TEST) and the evaluation command."""
     train_dir = os.path.join(output_dir, "train")
     model = "--config-file {} --weight {}".format(os.path.join(train_dir, "config.yml"),
                                                    os.path.join(train_dir, "model_final.pth"))
     return "\n".join([
         "next: the demo on your trained model, with any caption (or --categories 'red triangle,blue circle'):",
-        "  python tools/demo.py {} --image {} --min-image-size 160 --threshold 0.3 --caption \"{}\" "
-        "--output {}".format(model, image, caption, os.path.join(output_dir, "demo_custom")),
+        "  python tools/demo.py {} --image {} --min-image-size {} --threshold 0.3 --caption \"{}\" "
+        "--output {}".format(model, image, min_size, caption, os.path.join(output_dir, "demo_custom")),
         "next: the COCO evaluation of the held-out split (AP over all 16 names):",
         "  python tools/test_grounding_net.py {} OUTPUT_DIR {}".format(model, os.path.join(output_dir, "test_net")),
     ])
@@ -454,7 +455,7 @@ def run(argv=None) -> int:
     print(format_naming(metrics["naming"]))
     if cut:
         print(cut)
-    print(next_steps(output_dir, image, "a {} and a {}".format(*meta["unseen"][:2])))
+    print(next_steps(output_dir, image, "a {} and a {}".format(*meta["unseen"][:2]), cfg.INPUT.MIN_SIZE_TEST))
     print("quickstart: AP50_seen={:.1f} AP50_unseen={:.1f} minutes={:.1f}".format(
         metrics["AP50_seen"], metrics["AP50_unseen"], total))
     return 0

@@ -132,11 +132,11 @@ def test_next_steps_are_commands_the_tools_accept(tmp_path, quickstart):
     from glip.utils import cli
 
     out = str(tmp_path / "qs")
-    text = quickstart.next_steps(out, str(tmp_path / "img.png"), "a red triangle and a blue circle")
+    text = quickstart.next_steps(out, str(tmp_path / "img.png"), "a red triangle and a blue circle", 128)
     commands = [shlex.split(line.strip()) for line in text.splitlines() if line.startswith("  python ")]
     assert [c[1] for c in commands] == ["tools/demo.py", "tools/test_grounding_net.py"]
     args = demo.build_parser().parse_args(commands[0][2:])
-    assert args.caption == "a red triangle and a blue circle" and args.min_image_size == 160
+    assert args.caption == "a red triangle and a blue circle" and args.min_image_size == 128
     assert args.config_file == os.path.join(out, "train", "config.yml")
     assert args.weight == os.path.join(out, "train", "model_final.pth")
     args = cli.build_parser("test_grounding_net").parse_args(commands[1][2:])
