@@ -33,10 +33,11 @@ class FrozenTextCache:
         return len(self._rows)
 
     @staticmethod
-    def _key(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> bytes:
+    def _keys(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list:
+        """One key per row: its ids and mask bytes (one copy of the batch to the CPU, not one per row)."""
         ids = input_ids.detach().to("cpu", torch.int64).contiguous().numpy()
         mask = attention_mask.detach().to("cpu", torch.int64).contiguous().numpy()
-        return ids.tobytes() + b"|" + mask.tobytes()
+        return [i.tobytes() + b"|" + m.tobytes() for i, m in zip(ids, mask)]
 
     @staticmethod
     def _weights_state(encode) -> Optional[Tuple]:
@@ -55,7 +56,7 @@ class FrozenTextCache:
         if weights != self._weights:
             self.clear()
             self._weights = weights
-        keys = [self._key(i, m) for i, m in zip(input_ids, attention_mask)]
+        keys = self._keys(input_ids, attention_mask)
         todo: Dict[bytes, int] = {}  # key -> first row holding it, for the rows not held
         for b, key in enumerate(keys):
             if key not in self._rows and key not in todo:
