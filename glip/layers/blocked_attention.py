@@ -1,5 +1,5 @@
-"""Blocked, differentiable evaluation of GLIP's bidirectional fusion attention for training
-(`blocked_bi_attention`, an autograd function whose backward recomputes the blocks).
+"""Blocked evaluation of GLIP's bidirectional fusion attention: `blocked_bi_attention` for training (an autograd
+function whose backward recomputes the blocks) and `bi_attention_inference` (no autograd, products through oneDNN).
 
 The text-side operands come folded into the visual side (all heads side by side, see
 `glip.modeling.head.fusion.BiMultiHeadAttention._forward_fused`); the N visual rows are walked in blocks, so that
@@ -15,6 +15,8 @@ Same values and gradients as the unblocked formulation up to fp32 rounding (summ
 from typing import Optional
 
 import torch
+
+from glip.layers.cpu_gemm import linear, t_matmul
 
 CLAMP_LIMIT = 50000.0
 
@@ -36,6 +38,51 @@ def _image_probs(attn: torch.Tensor, bias_v: Optional[torch.Tensor], heads: int,
     """Per-head softmax over the valid columns of (logits + bias_v): (rows, valid_width)."""
     logits = attn[:, :valid_width] if bias_v is None else torch.add(attn[:, :valid_width], bias_v)
     return logits.reshape(-1, heads, valid_width // heads).softmax(dim=-1).view(-1, valid_width)
+
+
+def clamp_may_bite(v: torch.Tensor, q_t: torch.Tensor, q_b: torch.Tensor) -> bool:
+    """Whether some |v_i . q_j + b_j| could reach CLAMP_LIMIT (Cauchy-Schwarz bound over the rows of v (N, D) and the
+    columns of q_t (D, W), with a margin for rounding); a non-finite bound counts as reaching it."""
+    if v.numel() == 0 or q_t.numel() == 0:
+        return False
+    bound = float(v.norm(dim=1).max() * q_t.norm(dim=0).max() + q_b.abs().max())
+    return not bound * 1.01 < CLAMP_LIMIT
+
+
+def bi_attention_inference(v: torch.Tensor, q_t: torch.Tensor, q_b: torch.Tensor, u: torch.Tensor,
+                           bias_v: Optional[torch.Tensor], out_bias: torch.Tensor, heads: int, clamp_min: bool,
+                           clamp_max: bool, block_rows: int = 1024):
+    """Inference evaluation of one image (no autograd), same operands and results as `blocked_bi_attention`
+    without dropout: returns delta_v (N, D) and pooled = P_l^T v (W, D).
+
+    Blocks of `block_rows` visual rows; all products through `glip.layers.cpu_gemm` (oneDNN on the CPU). The
+    text-side sum is kept transposed, (D, W), so that E^T v of a block is read from the (rows, W) map in place.
+    The clamps run only when the bound of `clamp_may_bite` says they could change something, and a bias_v of ones
+    (the reference's +1 on every valid token) is skipped: the softmax ignores a shift (not so the -9e15 of an image
+    without valid tokens, which in fp32 wipes the logits out and gives uniform weights)."""
+    n_vis, dim = v.shape
+    width, valid_width = q_t.shape[1], u.shape[0]
+    if bias_v is not None and bool((bias_v == 1).all()):
+        bias_v = None
+    clamping = (clamp_min or clamp_max) and clamp_may_bite(v, q_t, q_b)
+    q_w, u_t = q_t.t().contiguous(), u.t().contiguous()                             # (W, D), (D, Wv)
+    col_max, col_sum = v.new_full((width,), float("-inf")), v.new_zeros(width)
+    acc_t = v.new_zeros(dim, width)
+    delta_v = v.new_empty(n_vis, dim)
+    for start in range(0, n_vis, max(1, int(block_rows))):
+        rows = slice(start, start + block_rows)
+        vb = v[rows]
+        attn = linear(vb, q_w, q_b)                                                   # (rows, W)
+        if clamping:
+            attn.clamp_(min=-CLAMP_LIMIT if clamp_min else None, max=CLAMP_LIMIT if clamp_max else None)
+        delta_v[rows] = linear(_image_probs(attn, bias_v, heads, valid_width), u_t, out_bias)
+        new_max = torch.maximum(col_max, attn.amax(dim=0))
+        rescale = torch.exp(col_max - new_max)
+        col_max = new_max
+        e = attn.sub_(new_max).exp_()
+        col_sum.mul_(rescale).add_(e.sum(dim=0))
+        acc_t.mul_(rescale).add_(t_matmul(vb, e))
+    return delta_v, (acc_t / col_sum).t()
 
 
 class _BlockedBiAttention(torch.autograd.Function):
@@ -135,4 +182,4 @@ def blocked_bi_attention(v: torch.Tensor, q_t: torch.Tensor, q_b: torch.Tensor, 
                                      max(1, int(block_rows)), generator)
 
 
-__all__ = ["CLAMP_LIMIT", "blocked_bi_attention"]
+__all__ = ["CLAMP_LIMIT", "bi_attention_inference", "blocked_bi_attention", "clamp_may_bite"]

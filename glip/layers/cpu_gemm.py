@@ -47,6 +47,17 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor = None) -> 
     return out.permute(0, 2, 3, 1).reshape(*lead, weight.shape[0])
 
 
+def t_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """`a.t() @ b` for a (K, M), b (K, N) -> (M, N), through oneDNN where it applies: b is read in place as the NCHW
+    image (1, K, N, 1) and a^T (copied, (M, K)) is the 1x1 kernel, so the long shared side K is the convolution's
+    input channels (a text-side reduction over the visual rows without transposing the (K, N) map)."""
+    if a.dim() != 2 or b.dim() != 2 or not _use_onednn(b.t(), a.t()):
+        return torch.mm(a.t(), b)
+    k, m = a.shape
+    image = b.contiguous().view(1, k, b.shape[1], 1)
+    return F.conv2d(image, a.t().contiguous().view(m, k, 1, 1)).view(m, b.shape[1])
+
+
 class OneDNNLinear(nn.Linear):
     """`nn.Linear` (same parameters and state-dict keys) whose product goes through `linear`."""
 
@@ -64,4 +75,4 @@ def route_linear_layers(model: nn.Module) -> int:
     return count
 
 
-__all__ = ["MIN_ROWS", "OneDNNLinear", "linear", "route_linear_layers"]
+__all__ = ["MIN_ROWS", "OneDNNLinear", "linear", "route_linear_layers", "t_matmul"]

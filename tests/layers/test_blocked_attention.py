@@ -1,5 +1,6 @@
-"""Blocked fusion attention for training (`glip.layers.blocked_attention`) against the unblocked formulation (full
-softmax over each axis): values, gradients (gradcheck, with and without dropout and clamps)."""
+"""Blocked fusion attention (`glip.layers.blocked_attention`) against the unblocked formulation (full softmax over
+each axis): values and gradients (gradcheck, with and without dropout and clamps) of the training function, values
+of the inference function."""
 import pytest
 import torch
 
@@ -51,3 +52,38 @@ def test_training_function_forward_matches_unblocked_without_dropout():
     torch.testing.assert_close(delta_v, exp_v, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(pooled, exp_l, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(mass, torch.ones_like(mass))
+
+
+@pytest.mark.parametrize("scale,with_bias,block_rows", [(1.0, True, 8), (1.0, False, 31), (300.0, True, 5),
+                                                        (300.0, False, 1024)])
+def test_inference_function_matches_unblocked(scale, with_bias, block_rows):
+    operands = _operands(n=31, dim=70, scale=scale, with_bias=with_bias)  # dim 70 >= 64: oneDNN products too
+    delta_v, pooled = ba.bi_attention_inference(*operands, HEADS, True, True, block_rows=block_rows)
+    exp_v, exp_l = _unblocked(*operands, True)
+    if scale > 1:
+        v, q_t, q_b = operands[:3]
+        assert (v @ q_t + q_b).abs().max() > ba.CLAMP_LIMIT  # the clamps bite
+    torch.testing.assert_close(delta_v, exp_v, rtol=1e-5, atol=1e-5 * exp_v.abs().max().item())
+    torch.testing.assert_close(pooled, exp_l, rtol=1e-5, atol=1e-5 * exp_l.abs().max().item())
+
+
+def test_inference_function_skips_the_valid_tokens_bias_of_ones_and_keeps_others():
+    v, q_t, q_b, u, _, out_bias = _operands(n=17, scale=1.0)
+    ones = torch.ones(u.shape[0])
+    with_ones, _ = ba.bi_attention_inference(v, q_t, q_b, u, ones, out_bias, HEADS, False, False)
+    without, _ = ba.bi_attention_inference(v, q_t, q_b, u, None, out_bias, HEADS, False, False)
+    assert torch.equal(with_ones, without)
+    for other in (torch.arange(u.shape[0], dtype=torch.float32), torch.full((u.shape[0],), -9e15)):
+        got, _ = ba.bi_attention_inference(v, q_t, q_b, u, other, out_bias, HEADS, False, False)
+        torch.testing.assert_close(got, _unblocked(v, q_t, q_b, u, other, out_bias, False)[0], rtol=1e-5, atol=1e-6)
+
+
+def test_clamp_bound_says_when_no_logit_can_reach_the_limit():
+    v = torch.zeros(2, 4)
+    v[0, 0] = 100.0
+    q_t = torch.zeros(4, 3)
+    q_t[0, 1] = 400.0                                        # |v . q| <= 100 * 400 = 40000
+    assert not ba.clamp_may_bite(v, q_t, torch.tensor([0.0, 9000.0, 0.0]))
+    assert ba.clamp_may_bite(v, q_t, torch.tensor([0.0, 10000.0, 0.0]))
+    assert ba.clamp_may_bite(torch.full((2, 4), float("inf")), q_t, torch.zeros(3))
+    assert ba.clamp_may_bite(torch.full((2, 4), float("nan")), q_t, torch.zeros(3))

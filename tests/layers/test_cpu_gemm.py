@@ -28,6 +28,16 @@ def test_linear_matches_float64_reference(shape, k, n, with_bias):
     torch.testing.assert_close(got.double(), ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())
 
 
+@pytest.mark.parametrize("k,m,n", [(1000, 24, 300), (70, 5, 64), (3, 4, 2)])
+def test_t_matmul_matches_float64_reference(k, m, n):
+    gen = torch.Generator().manual_seed(2)
+    a, b = torch.randn(k, m, generator=gen), torch.randn(k, n, generator=gen)
+    got = cpu_gemm.t_matmul(a, b)
+    ref = a.double().t() @ b.double()
+    assert got.shape == (m, n) and got.dtype == torch.float32
+    torch.testing.assert_close(got.double(), ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())
+
+
 def test_linear_takes_the_onednn_route_only_where_it_applies():
     w = torch.randn(8, 16)
     assert cpu_gemm._use_onednn(torch.randn(cpu_gemm.MIN_ROWS, 16), w) == cpu_gemm.ONEDNN

@@ -12,8 +12,7 @@ import torch.utils.checkpoint as checkpoint
 from timm.layers import DropPath
 from torch import nn
 
-from glip.layers.blocked_attention import CLAMP_LIMIT, blocked_bi_attention
-from glip.layers.cpu_gemm import linear
+from glip.layers.blocked_attention import CLAMP_LIMIT, bi_attention_inference, blocked_bi_attention
 
 MASKED_TEXT_LOGIT = -9e15
 
@@ -33,9 +32,9 @@ class BiMultiHeadAttention(nn.Module):
     Image side: softmax over text of A + mask bias (-9e15 at padded tokens) -> values_l_proj(l) -> out_v_proj.
     Text side: softmax over ALL visual positions (no image mask) of A^T - rowmax -> values_v_proj(v) -> out_l_proj.
     The clamp flags bound the logits to +-50000 (fp16 safety in the reference). Attention dropout uses the
-    float attribute `dropout`. On the CPU, `blocked_inference` (default True) selects the head-by-head inference
-    `_forward_blocked` and the blocked training `_forward_fused` (`block_rows` visual rows per block): same values
-    up to fp32 rounding, about half the FLOPs, no (B*heads, N, T) tensors.
+    float attribute `dropout`. On the CPU, `blocked_inference` (default True) selects the blocked inference
+    `_forward_blocked` (`inference_block_rows` visual rows per block) and the blocked training `_forward_fused`
+    (`block_rows`): same values up to fp32 rounding, about half the FLOPs, no (B*heads, N, T) tensors.
     Returns (delta_v (B, N, v_dim), delta_l (B, T, l_dim)).
     """
 
@@ -57,6 +56,7 @@ class BiMultiHeadAttention(nn.Module):
         self.clamp_max_for_overflow = clamp_max_for_overflow
         self.blocked_inference = True
         self.block_rows = 256
+        self.inference_block_rows = 1024
 
         self.v_proj = nn.Linear(v_dim, embed_dim)
         self.l_proj = nn.Linear(l_dim, embed_dim)
@@ -95,7 +95,7 @@ class BiMultiHeadAttention(nn.Module):
                 attention_mask_l: torch.Tensor = None) -> Tuple[torch.Tensor, torch.Tensor]:
         """v (B, N, v_dim), l (B, T, l_dim), attention_mask_l (B, T) or None -> (delta_v, delta_l).
 
-        On the CPU, without autograd (inference) a head-by-head evaluation runs (`_forward_blocked`), with
+        On the CPU, without autograd (inference) a blocked evaluation runs (`_forward_blocked`), with
         autograd or attention dropout (training) a blocked autograd function (`_forward_fused`); both compute the
         quantities of the reference's batched formulation (`_forward_batched`) without materialising the
         (B*heads, N, T) intermediates. On a GPU, under autocast (the reference's clamps are what keeps fp16
@@ -141,72 +141,31 @@ class BiMultiHeadAttention(nn.Module):
 
     def _forward_blocked(self, v: torch.Tensor, l: torch.Tensor,
                          attention_mask_l: torch.Tensor = None) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Inference evaluation, one (image, head) block A_h (N, T) at a time, with the visual-side projections
-        re-associated onto the short text side (same values up to fp32 rounding, half the FLOPs).
-
-        Per head h (slice s of the embedding, scale c = head_dim^-0.5, v (N, v_dim)):
-          A_h = ((v Wq_s^T + bq_s) c) k_s^T = v (c Wq_s^T k_s^T) + c k_s bq_s    (clamped as configured; the
-            clamp is skipped when |A_h| provably stays inside the limit: max row norm of v x max column norm of
-            the folded query + max |bias|, so it would change nothing)
-          text side: P_l = softmax of A_h over the N positions (= the reference's softmax(clamp(A^T - rowmax));
-            that clamp is a no-op in fp32: all values are <= 0 and exp(-50000) already underflows to 0);
-            P_l^T (v Wvv_s^T + bvv_s) = (P_l^T v) Wvv_s^T + bvv_s, since every row of P_l^T sums to 1
-          image side: P_v = softmax over T of (A_h + text bias);
-            out_v_proj contribution P_v (value_l_s Wov_s^T), accumulated over the heads into delta_v.
-            When the valid tokens are the first k (the tokenizer's layout), padded tokens get exactly 0 weight
-            (bias -9e15) and valid ones all +1 (a shift the softmax ignores), so P_v is the softmax of A_h[:, :k].
-        The products with N rows go through `glip.layers.cpu_gemm.linear` (oneDNN on the CPU). No attention
-        dropout (eval); never used with stable_softmax_2d (a global max over all heads)."""
-        bsz, n_vis, _ = v.shape
-        n_txt = l.shape[1]
-        d = self.head_dim
-        key = self.l_proj(l)                                                              # (B, T, E)
-        value_l = self.values_l_proj(l)                                                   # (B, T, E)
-        w_q, b_q = self.v_proj.weight, self.v_proj.bias                                  # (E, v_dim), (E,)
-        w_vv, b_vv = self.values_v_proj.weight, self.values_v_proj.bias
-        w_ov = self.out_v_proj.weight                                                     # (v_dim, E)
-        bias = self._text_bias(attention_mask_l, v.dtype) if attention_mask_l is not None else None
-        prefix = _valid_prefix_lengths(attention_mask_l, n_txt, bsz)
-        delta_v = self.out_v_proj.bias.expand(bsz, n_vis, self.v_dim).contiguous()
-        out_l = l.new_empty(bsz, n_txt, self.embed_dim)
-        clamping = self.clamp_min_for_underflow or self.clamp_max_for_overflow
-        for b in range(bsz):
-            v_norm = v[b].norm(dim=1).max() if clamping else None
-            v_t = v[b].t().contiguous()                                                   # (v_dim, N)
-            for h in range(self.num_heads):
-                sl = slice(h * d, (h + 1) * d)
-                key_h = key[b, :, sl] * self.scale                                       # (T, d)
-                query_t = torch.mm(key_h, w_q[sl])                                       # (T, v_dim)
-                query_b = torch.mv(key_h, b_q[sl])                                       # (T,)
-                attn = linear(v[b], query_t, query_b)                                    # (N, T)
-                if clamping and self._clamp_may_bite(v_norm, query_t, query_b):
-                    attn.clamp_(min=-CLAMP_LIMIT if self.clamp_min_for_underflow else None,
-                                max=CLAMP_LIMIT if self.clamp_max_for_overflow else None)
-                pooled = linear(attn.t().softmax(dim=-1), v_t)                            # (T, v_dim)
-                out_l[b, :, sl] = torch.addmm(b_vv[sl], pooled, w_vv[sl].t())
-                k = prefix[b]
-                if k is None:
-                    if bias is not None:
-                        attn.add_(bias[b])
-                    k = n_txt
-                weights = attn.softmax(dim=-1) if k == n_txt else attn[:, :k].softmax(dim=-1)
-                delta_v[b].add_(linear(weights, torch.mm(w_ov[:, sl], value_l[b, :k, sl].t())))
-        return delta_v, self.out_l_proj(out_l)
-
-    @staticmethod
-    def _clamp_may_bite(v_norm: torch.Tensor, query_t: torch.Tensor, query_b: torch.Tensor) -> bool:
-        """Whether some |A| = |v_i . q_j + b_j| could reach CLAMP_LIMIT (Cauchy-Schwarz bound, with a margin for
-        rounding); a non-finite bound counts as reaching it."""
-        bound = float(v_norm * query_t.norm(dim=1).max() + query_b.abs().max())
-        return not bound * 1.01 < CLAMP_LIMIT
+        """Inference evaluation: the folded formulation of `_forward_fused` per image, its visual rows in blocks of
+        `inference_block_rows`, without autograd and with every product through oneDNN
+        (`glip.layers.blocked_attention.bi_attention_inference`). No attention dropout (eval); never used with
+        stable_softmax_2d (a global max over all heads)."""
+        return self._forward_folded(v, l, attention_mask_l, inference=True)
 
     def _forward_fused(self, v: torch.Tensor, l: torch.Tensor,
                        attention_mask_l: torch.Tensor = None) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Training evaluation: the folded formulation of `_forward_blocked`, all heads side by side and the visual
-        rows in blocks of `block_rows`, as one autograd function per image
-        (`glip.layers.blocked_attention.blocked_bi_attention`, backward recomputing the logits block by block),
-        with attention dropout on both softmax maps. Same values and gradients as `_forward_batched` up to fp32
-        rounding (dropout masks aside), less than half its FLOPs and no (B*heads, N, T) tensors."""
+        """Training evaluation of the folded formulation, one autograd function per image
+        (`glip.layers.blocked_attention.blocked_bi_attention`, visual rows in blocks of `block_rows`, backward
+        recomputing the logits block by block), with attention dropout on both softmax maps.
+
+        Per head h (slice s of the embedding, scale c = head_dim^-0.5, v (N, v_dim)), all heads side by side:
+          A_h = ((v Wq_s^T + bq_s) c) k_s^T = v (c Wq_s^T k_s^T) + c k_s bq_s         (clamped as configured)
+          text side: P_l = softmax of A_h over the N positions (the reference's softmax(clamp(A^T - rowmax)): that
+            clamp is a no-op in fp32); P_l^T (v Wvv_s^T + bvv_s) = (P_l^T v) Wvv_s^T + mass * bvv_s
+          image side: P_v = softmax over the valid tokens of (A_h + text bias) (padded tokens get exactly 0 weight
+            from their -9e15 bias), times value_l_s Wov_s^T, summed over the heads into delta_v.
+        Same values and gradients as `_forward_batched` up to fp32 rounding (dropout masks aside), less than half
+        its FLOPs and no (B*heads, N, T) tensors."""
+        return self._forward_folded(v, l, attention_mask_l, inference=False)
+
+    def _forward_folded(self, v: torch.Tensor, l: torch.Tensor, attention_mask_l: Optional[torch.Tensor],
+                        inference: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The folded evaluation per image: `bi_attention_inference` or the differentiable `blocked_bi_attention`."""
         bsz, n_vis, _ = v.shape
         n_txt = l.shape[1]
         key = self.l_proj(l) * self.scale                                                # (B, T, E)
@@ -223,15 +182,19 @@ class BiMultiHeadAttention(nn.Module):
             bias_v = None if bias is None else bias[b, cols.order[:cols.n_valid]].repeat(self.num_heads)
             args = (v[b], q_t, q_b, u, bias_v, self.out_v_proj.bias, self.num_heads, self.clamp_min_for_underflow,
                     self.clamp_max_for_overflow)
-            delta_b, pooled_b, mass_b = blocked_bi_attention(*args, dropout=dropout, block_rows=self.block_rows)
-            masses.append(cols.restore(mass_b[:, None]))
+            if inference:
+                delta_b, pooled_b = bi_attention_inference(*args, block_rows=self.inference_block_rows)
+            else:
+                delta_b, pooled_b, mass_b = blocked_bi_attention(*args, dropout=dropout, block_rows=self.block_rows)
+                masses.append(cols.restore(mass_b[:, None]))
             deltas.append(delta_b)
             pooled.append(cols.restore(pooled_b))
         delta_v = torch.stack(deltas) if bsz > 1 else deltas[0].unsqueeze(0)
         w_vv = self.values_v_proj.weight.view(self.num_heads, self.head_dim, self.v_dim).transpose(1, 2)
         b_vv = self.values_v_proj.bias.view(self.num_heads, 1, self.head_dim)
         out_l = torch.matmul(torch.stack(pooled), w_vv)                                 # (B, H, T, d)
-        out_l = out_l + torch.stack(masses) * b_vv  # the rows of the dropped-out P_l^T sum to `mass`
+        # the rows of P_l^T sum to 1, or to `mass` after dropout
+        out_l = out_l + (torch.stack(masses) * b_vv if masses else b_vv)
         return delta_v, self.out_l_proj(out_l.transpose(1, 2).reshape(bsz, n_txt, self.embed_dim))
 
     def _folded_text_side(self, key: torch.Tensor, value_l: torch.Tensor, cols: "_TokenColumns"):
@@ -274,21 +237,6 @@ class _TokenColumns:
         out[:, self.order[:self.n_valid]] = columns[:split].view(self.heads, self.n_valid, *tail)
         out[:, self.order[self.n_valid:]] = columns[split:].view(self.heads, self.n_txt - self.n_valid, *tail)
         return out
-
-
-def _valid_prefix_lengths(attention_mask_l: torch.Tensor, n_txt: int, bsz: int) -> List[Optional[int]]:
-    """Per image k when its valid tokens are exactly the first k >= 1 positions (k = T without a mask), else None
-    (no valid token, or padding between valid tokens: the text bias is then added to every column)."""
-    if attention_mask_l is None:
-        return [n_txt] * bsz
-    valid = attention_mask_l != 0
-    counts = valid.sum(dim=1).tolist()
-    starts = valid[:, 0].tolist() if n_txt else [False] * bsz
-    prefix = []
-    for b, k in enumerate(counts):
-        is_prefix = k > 0 and starts[b] and bool(valid[b, :k].all())
-        prefix.append(int(k) if is_prefix else None)
-    return prefix
 
 
 class BiAttentionBlockForCheckpoint(nn.Module):
