@@ -4,6 +4,15 @@
 
 #include <tuple>
 
+// GCC on x86-64 compiles a function marked GLIP_VECTOR_CLONES for AVX-512, for AVX2 + FMA and for the baseline and
+// picks the widest the machine has when the library loads: a source build needs no -march flag and stays portable.
+// Helpers they call must be always_inline (GCC does not inline across different targets otherwise).
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define GLIP_VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define GLIP_VECTOR_CLONES
+#endif
+
 namespace glip {
 
 using DeformGrads = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
@@ -27,6 +36,15 @@ DeformGrads deform_conv_backward_cpu(const at::Tensor& grad_output, const at::Te
 // order (stable for ties). Boxes suppress only boxes of the same label whose IoU (+1 widths) exceeds threshold.
 at::Tensor ml_nms_cpu(const at::Tensor& boxes, const at::Tensor& scores, const at::Tensor& labels,
                       double threshold);
+
+// One block step of an online softmax over the rows of `block` (rows, W), per column, all float32 and contiguous:
+// block = exp(block - m') in place, m' = max(col_max, column max of block); col_sum = col_sum * exp(col_max - m') +
+// column sums of the new block; col_max = m'. Returns exp(col_max_old - m') (W).
+at::Tensor column_softmax_step_cpu(at::Tensor& block, at::Tensor& col_max, at::Tensor& col_sum);
+
+// Per row of `block` (rows, >= valid_width) float32 with contiguous rows, a softmax over each of `heads` equal runs
+// of its first valid_width columns. Returns (rows, valid_width) contiguous.
+at::Tensor head_softmax_cpu(const at::Tensor& block, int64_t heads, int64_t valid_width);
 
 #ifdef WITH_CUDA
 at::Tensor deform_conv_forward_cuda(const at::Tensor& input, const at::Tensor& offset, const at::Tensor& mask,

@@ -69,15 +69,8 @@ void build_samples(const T* offset, const ConvGeometry& g, std::vector<Sample<T>
   });
 }
 
-// GCC on x86-64 compiles the fp32 sampling loop below for AVX-512, for AVX2 + FMA and for the baseline and picks the
-// widest the machine has when the library loads: a source build needs no -march flag and stays portable (measured
-// on AVX-512: a 100x152x256 DCN forward 66 -> 53 ms together with the smaller blocks of `block_positions`).
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define GLIP_VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define GLIP_VECTOR_CLONES
-#endif
-
+// The fp32 sampling loop is compiled for AVX-512, AVX2 + FMA and the baseline (GLIP_VECTOR_CLONES, ops.h); measured on
+// AVX-512: a 100x152x256 DCN forward 66 -> 53 ms together with the smaller blocks of `block_positions`.
 // out[c] = m * (w0 x0[c] + w1 x1[c] + w2 x2[c] + w3 x3[c]) for c < n: one tap's bilinear sample of a channel run.
 GLIP_VECTOR_CLONES void blend_corners(float* __restrict__ out, const float* __restrict__ x0,
                                       const float* __restrict__ x1, const float* __restrict__ x2,

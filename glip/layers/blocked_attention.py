@@ -16,6 +16,7 @@ from typing import Optional
 
 import torch
 
+from glip.layers import extension
 from glip.layers.cpu_gemm import linear, t_matmul
 
 CLAMP_LIMIT = 50000.0
@@ -75,14 +76,39 @@ def bi_attention_inference(v: torch.Tensor, q_t: torch.Tensor, q_b: torch.Tensor
         attn = linear(vb, q_w, q_b)                                                   # (rows, W)
         if clamping:
             attn.clamp_(min=-CLAMP_LIMIT if clamp_min else None, max=CLAMP_LIMIT if clamp_max else None)
-        delta_v[rows] = linear(_image_probs(attn, bias_v, heads, valid_width), u_t, out_bias)
-        new_max = torch.maximum(col_max, attn.amax(dim=0))
-        rescale = torch.exp(col_max - new_max)
-        col_max = new_max
-        e = attn.sub_(new_max).exp_()
-        col_sum.mul_(rescale).add_(e.sum(dim=0))
-        acc_t.mul_(rescale).add_(t_matmul(vb, e))
+        delta_v[rows] = linear(image_probs(attn, bias_v, heads, valid_width), u_t, out_bias)
+        rescale = column_softmax_step(attn, col_max, col_sum)                        # attn is now exp(attn - max)
+        acc_t.mul_(rescale).add_(t_matmul(vb, attn))
     return delta_v, (acc_t / col_sum).t()
+
+
+def image_probs(attn: torch.Tensor, bias_v: Optional[torch.Tensor], heads: int, valid_width: int) -> torch.Tensor:
+    """`_image_probs` for inference: without a bias, the compiled kernel on float32 CPU blocks (one pass from the
+    strided block, its own exp to ~1 ulp) when built."""
+    if (bias_v is None and attn.dtype == torch.float32 and attn.device.type == "cpu" and attn.stride(1) == 1
+            and extension.supports(attn.device)):
+        return extension.head_softmax(attn, heads, valid_width)
+    return _image_probs(attn, bias_v, heads, valid_width)
+
+
+def column_softmax_step(block: torch.Tensor, col_max: torch.Tensor, col_sum: torch.Tensor) -> torch.Tensor:
+    """One block of an online softmax over the rows, per column, in place: block (rows, W) becomes exp(block - m')
+    with m' = max(col_max, its column max), col_sum becomes col_sum * exp(col_max - m') + its column sums, col_max
+    becomes m'; returns exp(old col_max - m') (W,). The compiled kernel (two passes, its own exp to ~1 ulp) runs on
+    contiguous float32 CPU blocks when built; PyTorch otherwise."""
+    if (block.dtype == torch.float32 and block.is_contiguous() and col_max.is_contiguous() and col_sum.is_contiguous()
+            and block.device.type == "cpu" and extension.supports(block.device)):
+        return extension.column_softmax_step(block, col_max, col_sum)
+    return column_softmax_step_torch(block, col_max, col_sum)
+
+
+def column_softmax_step_torch(block: torch.Tensor, col_max: torch.Tensor, col_sum: torch.Tensor) -> torch.Tensor:
+    """`column_softmax_step` in PyTorch operations (any device and dtype)."""
+    new_max = torch.maximum(col_max, block.amax(dim=0))
+    rescale = torch.exp(col_max - new_max)
+    col_max.copy_(new_max)
+    col_sum.mul_(rescale).add_(block.sub_(new_max).exp_().sum(dim=0))
+    return rescale
 
 
 class _BlockedBiAttention(torch.autograd.Function):
@@ -182,4 +208,5 @@ def blocked_bi_attention(v: torch.Tensor, q_t: torch.Tensor, q_b: torch.Tensor, 
                                      max(1, int(block_rows)), generator)
 
 
-__all__ = ["CLAMP_LIMIT", "bi_attention_inference", "blocked_bi_attention", "clamp_may_bite"]
+__all__ = ["CLAMP_LIMIT", "bi_attention_inference", "blocked_bi_attention", "clamp_may_bite", "column_softmax_step",
+           "image_probs"]

@@ -107,3 +107,16 @@ def ml_nms(boxes, scores, labels, threshold):
     A box suppresses lower-scored boxes of the same label whose IoU (widths +1) is strictly above threshold.
     """
     return _require().ml_nms(boxes, scores, labels, float(threshold))
+
+
+def column_softmax_step(block, col_max, col_sum):
+    """One block step of an online softmax over the rows, per column, in place (CPU, contiguous float32):
+    block (rows, W) -> exp(block - m'), m' = max(col_max, column max of block); col_sum -> col_sum * exp(col_max -
+    m') + the new column sums; col_max -> m'. Returns exp(old col_max - m') (W,)."""
+    return _require().column_softmax_step(block, col_max, col_sum)
+
+
+def head_softmax(block, heads, valid_width):
+    """Per row of block (rows, >= valid_width) (CPU float32, contiguous rows), a softmax over each of `heads` equal
+    runs of its first valid_width columns -> (rows, valid_width) contiguous."""
+    return _require().head_softmax(block, int(heads), int(valid_width))

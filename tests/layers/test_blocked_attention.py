@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from glip.layers import blocked_attention as ba
+from glip.layers import extension
 
 HEADS = 3
 
@@ -87,3 +88,36 @@ def test_clamp_bound_says_when_no_logit_can_reach_the_limit():
     assert ba.clamp_may_bite(v, q_t, torch.tensor([0.0, 10000.0, 0.0]))
     assert ba.clamp_may_bite(torch.full((2, 4), float("inf")), q_t, torch.zeros(3))
     assert ba.clamp_may_bite(torch.full((2, 4), float("nan")), q_t, torch.zeros(3))
+
+
+@pytest.mark.skipif(not extension.supports(torch.device("cpu")), reason="glip._C not built")
+def test_compiled_column_softmax_step_matches_pytorch():
+    """Two blocks of an online column softmax (the first from -inf maxima, the second raising some of them), with
+    logits far below the maxima (exp underflows): the compiled kernel against the PyTorch operations."""
+    gen = torch.Generator().manual_seed(4)
+    blocks = [10 * torch.randn(37, 70, generator=gen), 10 * torch.randn(29, 70, generator=gen) + 3]
+    blocks[0][0, :5] = -500.0
+    state = {name: (torch.full((70,), float("-inf")), torch.zeros(70)) for name in ("ext", "torch")}
+    for block in blocks:
+        got_block, ref_block = block.clone(), block.clone()
+        got_rescale = extension.column_softmax_step(got_block, *state["ext"])
+        ref_rescale = ba.column_softmax_step_torch(ref_block, *state["torch"])
+        torch.testing.assert_close(got_block, ref_block, rtol=2e-7, atol=2e-38)
+        torch.testing.assert_close(got_rescale, ref_rescale, rtol=2e-7, atol=0.0)
+        assert torch.equal(state["ext"][0], state["torch"][0])                  # the maxima: exactly
+        torch.testing.assert_close(state["ext"][1], state["torch"][1], rtol=1e-6, atol=0.0)
+    assert (blocks[1].amax(0) > blocks[0].amax(0)).any()                          # some maxima did change
+
+
+@pytest.mark.skipif(not extension.supports(torch.device("cpu")), reason="glip._C not built")
+@pytest.mark.parametrize("per_head,width", [(200, 700), (7, 21), (33, 100)])  # runs of 16 lanes and remainders
+def test_compiled_head_softmax_matches_pytorch(per_head, width):
+    gen = torch.Generator().manual_seed(5)
+    block = 20 * torch.randn(41, width, generator=gen)
+    block[3, :per_head] = -1e4                                                    # exp underflows but the max
+    got = extension.head_softmax(block, HEADS, HEADS * per_head)
+    ref = ba._image_probs(block, None, HEADS, HEADS * per_head)
+    assert got.shape == ref.shape and got.is_contiguous()
+    torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-7)
+    with pytest.raises(RuntimeError, match="do not split into 3 heads"):
+        extension.head_softmax(block, HEADS, HEADS * per_head + 1)
