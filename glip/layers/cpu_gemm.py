@@ -47,6 +47,22 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor = None) -> 
     return out.permute(0, 2, 3, 1).reshape(*lead, weight.shape[0])
 
 
+def linear_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor = None) -> torch.Tensor:
+    """`F.gelu(F.linear(x, weight, bias))` (exact, erf GELU): through oneDNN where `linear` would be, with the GELU
+    applied by the convolution as a post-op (one pass less over the output; oneDNN's erf differs from PyTorch's
+    by ~1e-7 relative)."""
+    if not _use_onednn(x, weight) or not hasattr(torch.ops.mkldnn, "_convolution_pointwise"):
+        return F.gelu(linear(x, weight, bias))
+    lead, k = x.shape[:-1], x.shape[-1]
+    rows = x.reshape(-1, k)
+    if rows.stride(1) != 1 or rows.stride(0) != k:
+        rows = rows.contiguous()
+    image = rows.view(1, rows.shape[0], 1, k).permute(0, 3, 1, 2)
+    out = torch.ops.mkldnn._convolution_pointwise(image, weight.contiguous().view(weight.shape[0], k, 1, 1), bias,
+                                                  [0, 0], [1, 1], [1, 1], 1, "gelu", [], "none")
+    return out.permute(0, 2, 3, 1).reshape(*lead, weight.shape[0])
+
+
 def t_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """`a.t() @ b` for a (K, M), b (K, N) -> (M, N), through oneDNN where it applies: b is read in place as the NCHW
     image (1, K, N, 1) and a^T (copied, (M, K)) is the 1x1 kernel, so the long shared side K is the convolution's
@@ -75,4 +91,4 @@ def route_linear_layers(model: nn.Module) -> int:
     return count
 
 
-__all__ = ["MIN_ROWS", "OneDNNLinear", "linear", "route_linear_layers", "t_matmul"]
+__all__ = ["MIN_ROWS", "OneDNNLinear", "linear", "linear_gelu", "route_linear_layers", "t_matmul"]

@@ -38,6 +38,17 @@ def test_t_matmul_matches_float64_reference(k, m, n):
     torch.testing.assert_close(got.double(), ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())
 
 
+def test_linear_gelu_matches_float64_reference():
+    gen = torch.Generator().manual_seed(3)
+    x, w, b = torch.randn(2, 300, 96, generator=gen), torch.randn(384, 96, generator=gen) / 10, torch.randn(384)
+    got = cpu_gemm.linear_gelu(x, w, b)
+    ref = F.gelu(_reference(x, w, b))
+    assert got.shape == ref.shape and got.dtype == torch.float32
+    torch.testing.assert_close(got.double(), ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())
+    small = torch.randn(5, 96, generator=gen)                                    # too few rows: PyTorch's route
+    torch.testing.assert_close(cpu_gemm.linear_gelu(small, w, b), F.gelu(F.linear(small, w, b)))
+
+
 def test_linear_takes_the_onednn_route_only_where_it_applies():
     w = torch.randn(8, 16)
     assert cpu_gemm._use_onednn(torch.randn(cpu_gemm.MIN_ROWS, 16), w) == cpu_gemm.ONEDNN

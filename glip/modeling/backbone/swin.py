@@ -11,9 +11,11 @@ from typing import List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
-from timm.layers import DropPath, Mlp, to_2tuple, trunc_normal_
+from timm.layers import DropPath, to_2tuple, trunc_normal_
 from torch import nn
 from torch.utils import checkpoint
+
+from glip.layers.cpu_gemm import OneDNNLinear, linear_gelu
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +105,9 @@ class WindowAttention(nn.Module):
             # inference: one fused kernel; same scores (q * scale) k^T + (bias + mask) up to fp32 rounding
             bias = self.relative_position_bias().unsqueeze(0)
             if mask is not None:
-                bias = (bias + mask.unsqueeze(1)).repeat(bw // mask.shape[0], 1, 1, 1)
+                bias = bias + mask.unsqueeze(1)                                     # (nW, nH, N, N)
+                if bw != mask.shape[0]:
+                    bias = bias.repeat(bw // mask.shape[0], 1, 1, 1)
             x = F.scaled_dot_product_attention(q * self.scale, k, v, attn_mask=bias, scale=1.0)
             return self.proj_drop(self.proj(x.transpose(1, 2).reshape(bw, n, c)))
         attn = (q * self.scale) @ k.transpose(-2, -1)
@@ -115,6 +119,27 @@ class WindowAttention(nn.Module):
         attn = self.attn_drop(attn.softmax(dim=-1))
         x = (attn @ v).transpose(1, 2).reshape(bw, n, c)
         return self.proj_drop(self.proj(x))
+
+
+class Mlp(nn.Module):
+    """fc1 -> GELU -> dropout -> fc2 -> dropout (timm's Mlp, same parameter names). Without autograd, an exact GELU
+    runs as a post-op of fc1's product (`glip.layers.cpu_gemm.linear_gelu`)."""
+
+    def __init__(self, in_features: int, hidden_features: int, act_layer=nn.GELU, drop: float = 0.0):
+        super().__init__()
+        self.fc1 = nn.Linear(in_features, hidden_features)
+        self.act = act_layer()
+        self.drop1 = nn.Dropout(drop)
+        self.fc2 = nn.Linear(hidden_features, in_features)
+        self.drop2 = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (type(self.act) is nn.GELU and self.act.approximate == "none" and not torch.is_grad_enabled()
+                and type(self.fc1) in (nn.Linear, OneDNNLinear)):
+            x = linear_gelu(x, self.fc1.weight, self.fc1.bias)
+        else:
+            x = self.act(self.fc1(x))
+        return self.drop2(self.fc2(self.drop1(x)))
 
 
 class SwinTransformerBlock(nn.Module):

@@ -148,14 +148,16 @@ def test_relative_position_index_is_model_computed_buffer():
     assert buf.dtype == torch.int64 and torch.equal(buf, relative_position_index((4, 4)))
 
 
-def test_inference_attention_matches_autograd_path():
-    """Without grad the window attention runs as one SDPA call; same outputs as the explicit softmax path."""
+@pytest.mark.parametrize("batch", [1, 2])
+def test_inference_attention_matches_autograd_path(batch):
+    """Without grad the window attention runs as one SDPA call (the shift mask repeated over the images only for a
+    batch > 1) and the MLP's GELU as a post-op of fc1's product; same outputs as the explicit autograd path."""
     torch.manual_seed(0)
     model = small_swin().eval()
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))  # non-zero relative position bias
-    x = torch.randn(2, 3, 44, 60)  # batch 2, padding to window multiples, shifted windows
+    x = torch.randn(batch, 3, 44, 60)  # padding to window multiples, shifted windows
     with torch.no_grad():
         fast = model(x)
     slow = model(x)  # grad enabled: explicit (q * scale) k^T + bias + mask, softmax
