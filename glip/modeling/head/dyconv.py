@@ -87,7 +87,7 @@ class DyReLU(nn.Module):
             a2 = (a2 - 0.5) * self.lambda_a + self.init_a[1]
             b1 = b1 - 0.5 + self.init_b[0]
             b2 = b2 - 0.5 + self.init_b[1]
-            out = torch.max(x * a1 + b1, x * a2 + b2)
+            out = torch.maximum(torch.addcmul(b1, x, a1), torch.addcmul(b2, x, a2))     # x * a_k + b_k
         elif self.exp == 2 and self.use_bias:
             a1, b1 = torch.split(y, self.oup, dim=1)
             out = x * ((a1 - 0.5) * self.lambda_a + self.init_a[0]) + (b1 - 0.5 + self.init_b[0])
@@ -239,11 +239,13 @@ class DyConv(nn.Module):
         if level < len(feats) - 1:
             coarse = self.DyConv[0](feats[level + 1], **conv_args)
             branches.append(F.interpolate(coarse, size=feature.shape[-2:], mode="bilinear", align_corners=True))
-        stacked = torch.stack(branches)
         if self.AttnConv is None:
-            return stacked.mean(dim=0)
-        attention = self.h_sigmoid(torch.stack([self.AttnConv(b) for b in branches]))
-        return (stacked * attention).mean(dim=0)
+            return torch.stack(branches).mean(dim=0)
+        fused = None  # sum of the attention-weighted branches, without stacking them
+        for branch in branches:
+            weight = self.h_sigmoid(self.AttnConv(branch))                               # (B, 1, 1, 1)
+            fused = branch * weight if fused is None else fused.addcmul_(branch, weight)
+        return fused.div_(len(branches))
 
     def forward(self, inputs: Dict[str, object]) -> Dict[str, object]:
         feats = list(inputs["visual"])
