@@ -235,7 +235,9 @@ at::Tensor deform_conv_forward_cpu(const at::Tensor& input_, const at::Tensor& o
   // (B, H, W, C) channels-last input and (Cout, kh, kw, C/groups) weight, matching the column layout.
   const at::Tensor input = input_.permute({0, 2, 3, 1}).contiguous();
   const at::Tensor weight = weight_.permute({0, 2, 3, 1}).reshape({out_channels, cg_k});
-  at::Tensor output = at::empty({batch, out_channels, g.out_h, g.out_w}, input.options());
+  // fp32 products through oneDNN (below) write their (positions, Cout) blocks straight into a channels-last output
+  // when the input is channels-last (the layout the detector's fusion blocks hand over), else into NCHW.
+  const bool channels_last = input_.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
   const int64_t block = block_positions(g.channels * taps, np);
   at::Tensor cols = at::empty({block, g.channels * taps}, input.options());
   const bool has_bias = bias_.defined() && bias_.numel() > 0;
@@ -247,6 +249,10 @@ at::Tensor deform_conv_forward_cpu(const at::Tensor& input_, const at::Tensor& o
   const bool onednn = groups == 1 && input.scalar_type() == at::kFloat && at::globalContext().userEnabledMkldnn() &&
                       !(gemm_choice != nullptr && std::string(gemm_choice) == "mkl");
   const at::Tensor weight_1x1 = onednn ? weight.view({out_channels, cg_k, 1, 1}) : at::Tensor();
+  at::Tensor output = at::empty({batch, out_channels, g.out_h, g.out_w},
+                                input.options().memory_format(onednn && channels_last ? at::MemoryFormat::ChannelsLast
+                                                                                      : at::MemoryFormat::Contiguous));
+  const bool rows_out = onednn && channels_last;  // output rows (positions) of Cout values
   const at::Tensor bias_flat = has_bias ? bias.view({out_channels}) : at::Tensor();
 
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "deform_conv_forward_cpu", [&] {
@@ -254,7 +260,8 @@ at::Tensor deform_conv_forward_cpu(const at::Tensor& input_, const at::Tensor& o
     for (int64_t b = 0; b < batch; ++b) {
       const scalar_t* off_b = offset.data_ptr<scalar_t>() + b * offset.stride(0);
       for (int64_t d = 0; d < deformable_groups; ++d) build_samples(off_b + d * 2 * taps * np, g, samples[d]);
-      const at::Tensor out_b = output[b].view({out_channels, np});
+      const at::Tensor out_b = rows_out ? output[b].permute({1, 2, 0}).reshape({np, out_channels})
+                                        : output[b].view({out_channels, np});
       for (int64_t p0 = 0; p0 < np; p0 += block) {
         const int64_t p1 = std::min(np, p0 + block), len = p1 - p0;
         deformable_im2col<scalar_t>(input.data_ptr<scalar_t>() + b * input.stride(0),
@@ -262,10 +269,14 @@ at::Tensor deform_conv_forward_cpu(const at::Tensor& input_, const at::Tensor& o
                                     p0, p1, cols.data_ptr<scalar_t>());
         if (onednn) {
           // (len, C*K) columns as a channels-last (1, C*K, len, 1) image; the 1x1 convolution is their product
-          // with the weight, (len, Cout) channels-last, copied transposed into the (Cout, len) output block.
+          // with the weight, (len, Cout) channels-last: copied as rows into a channels-last output, else transposed.
           const at::Tensor image = cols.narrow(0, 0, len).view({1, len, 1, cg_k}).permute({0, 3, 1, 2});
           const at::Tensor prod = at::conv2d(image, weight_1x1, has_bias ? bias_flat : at::Tensor());
-          out_b.narrow(1, p0, len).copy_(prod.view({out_channels, len}));
+          if (rows_out) {
+            out_b.narrow(0, p0, len).copy_(prod.permute({0, 2, 3, 1}).reshape({len, out_channels}));
+          } else {
+            out_b.narrow(1, p0, len).copy_(prod.view({out_channels, len}));
+          }
           continue;
         }
         for (int64_t gi = 0; gi < groups; ++gi) {

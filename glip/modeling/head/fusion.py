@@ -278,10 +278,10 @@ class BiAttentionBlockForCheckpoint(nn.Module):
         sizes = [tuple(feat.shape[-2:]) for feat in visual]
         flat = torch.cat([feat.flatten(2).transpose(1, 2) for feat in visual], dim=1)
         new_v, new_l = self.single_attention_call(flat, l, attention_mask_l=attention_mask_l)
-        new_v = new_v.transpose(1, 2)
         out, start = [], 0
         for h, w in sizes:
-            out.append(new_v[:, :, start:start + h * w].reshape(bsz, -1, h, w).contiguous())
+            # (B, C, h, w) views of the (B, N, C) rows, channels-last (no copy; the DCN reads that layout)
+            out.append(new_v[:, start:start + h * w].unflatten(1, (h, w)).permute(0, 3, 1, 2))
             start += h * w
         return out, new_l
 
