@@ -7,11 +7,11 @@ rate)), `peak_rss_mb` and `stages` (median seconds of the backbone, FPN, languag
 module, the predictors, anchors and post-processing).
 
 FLOPs are counted, not estimated: `torch.utils.flop_counter.FlopCounterMode` counts every matrix product and
-convolution (attention products included); the modulated deformable convs, which it cannot see through (compiled
-kernel) or sees only partly (gather + GEMM fallback), are replaced by their convolution count
-`2 * B * C_out * C_in / groups * kh * kw * H_out * W_out`, and the fusion attention, whose inference path
-re-associates its projections (fewer FLOPs executed), by the count of its reference formulation (six projections
-+ three attention products); the Swin window attention is counted by formula (FlopCounterMode misses the CPU
+convolution (attention products included; the oneDNN operators of `glip.layers.cpu_gemm` by their formulas); the
+modulated deformable convs, which it cannot see through (compiled kernel) or sees only partly (gather + GEMM
+fallback), are replaced by their convolution count `2 * B * C_out * C_in / groups * kh * kw * H_out * W_out`, and
+the fusion attention, whose inference path re-associates its projections (fewer FLOPs executed), by the count of
+its reference formulation (six projections + three attention products); the Swin window attention is counted by formula (FlopCounterMode misses the CPU
 fused attention kernel); `executed_gflop` reports what FlopCounterMode saw. The peak RSS is read before the FLOP
 count.
 """
@@ -141,6 +141,32 @@ def window_attention_flops(module: nn.Module, args: Sequence, kwargs: dict, outp
     return 2 * windows * (n * c * 3 * c + n * c * c + 2 * n * n * c)
 
 
+def _pointwise_conv_flops(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
+    """oneDNN convolution with a fused post-op (`torch.ops.mkldnn._convolution_pointwise`): its convolution."""
+    from torch.utils.flop_counter import conv_flop_count
+
+    return conv_flop_count(list(x_shape), list(w_shape), list(out_shape), transposed=False)
+
+
+def _pointwise_linear_flops(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
+    """oneDNN matmul (`torch.ops.mkldnn._linear_pointwise`): x (..., K) times weight (N, K)^T."""
+    rows = 1
+    for size in x_shape[:-1]:
+        rows *= size
+    return 2 * rows * x_shape[-1] * w_shape[0]
+
+
+def _onednn_flop_formulas() -> dict:
+    """FlopCounterMode formulas of the oneDNN operators `glip.layers.cpu_gemm` calls (absent from its registry)."""
+    ops = getattr(torch.ops, "mkldnn", None)
+    formulas = {}
+    for name, formula in (("_convolution_pointwise", _pointwise_conv_flops),
+                          ("_linear_pointwise", _pointwise_linear_flops)):
+        if ops is not None and hasattr(ops, name):
+            formulas[getattr(ops, name)] = formula  # keyed by the overload packet, as FlopCounterMode looks up
+    return formulas
+
+
 # class (module.qualname) -> FLOP formula replacing what FlopCounterMode sees inside its instances (subclasses too);
 # named rather than imported so that this module stays below the model code
 REFERENCE_FORMULAS = {
@@ -212,7 +238,7 @@ def count_flops(model: nn.Module, run, stages: Optional[Sequence[Tuple[str, nn.M
     `executed_stages` is given, it receives the executed FLOPs of every stage.
     """
     stages = list(stages or [])
-    counter = FlopCounterMode(display=False)
+    counter = FlopCounterMode(display=False, custom_mapping=_onednn_flop_formulas())
     totals = {"seen": 0, "formula": 0, "opaque_seen": 0, "opaque_formula": 0}
     per_stage = {name: 0 for name, _ in stages}
     per_stage_executed = {name: 0 for name, _ in stages}

@@ -150,6 +150,18 @@ def test_window_attention_counted_with_and_without_fused_kernel():
     assert counts == [expected, expected]
 
 
+def test_onednn_operators_of_cpu_gemm_are_counted():
+    """The fused fc1 + GELU (oneDNN convolution with a post-op) and t_matmul (oneDNN matmul) count as products."""
+    from glip.layers import cpu_gemm
+
+    x, w, b = torch.randn(100, 16), torch.randn(24, 16), torch.randn(24)
+    a, m = torch.randn(100, 6), torch.randn(100, 70)
+    with torch.no_grad():
+        fused = profiling.count_flops(nn.Identity(), lambda: cpu_gemm.linear_gelu(x, w, b))[0]
+        t_mat = profiling.count_flops(nn.Identity(), lambda: cpu_gemm.t_matmul(a, m))[0]
+    assert (fused, t_mat) == (2 * 100 * 16 * 24, 2 * 100 * 6 * 70)
+
+
 def test_median_seconds_times_each_run_after_the_warmup(monkeypatch):
     calls = []
     ticks = iter([0.0, 1.0, 10.0, 13.0, 20.0, 22.0])  # runs of 1, 3 and 2 seconds
