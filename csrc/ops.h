@@ -42,10 +42,6 @@ at::Tensor ml_nms_cpu(const at::Tensor& boxes, const at::Tensor& scores, const a
 // column sums of the new block; col_max = m'. Returns exp(col_max_old - m') (W).
 at::Tensor column_softmax_step_cpu(at::Tensor& block, at::Tensor& col_max, at::Tensor& col_sum);
 
-// Per row of `block` (rows, >= valid_width) float32 with contiguous rows, a softmax over each of `heads` equal runs
-// of its first valid_width columns. Returns (rows, valid_width) contiguous.
-at::Tensor head_softmax_cpu(const at::Tensor& block, int64_t heads, int64_t valid_width);
-
 #ifdef WITH_CUDA
 at::Tensor deform_conv_forward_cuda(const at::Tensor& input, const at::Tensor& offset, const at::Tensor& mask,
                                     const at::Tensor& weight, const at::Tensor& bias, int64_t stride_h,

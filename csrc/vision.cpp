@@ -1,5 +1,5 @@
 // Python bindings of `glip._C`: device dispatch for the deformable convolution and multi-label NMS kernels, and the
-// CPU softmaxes of the fusion attention's inference.
+// CPU column softmax step of the fusion attention's inference.
 #include "ops.h"
 
 namespace glip {
@@ -92,11 +92,6 @@ at::Tensor column_softmax_step(at::Tensor block, at::Tensor col_max, at::Tensor 
   return column_softmax_step_cpu(block, col_max, col_sum);
 }
 
-at::Tensor head_softmax(const at::Tensor& block, int64_t heads, int64_t valid_width) {
-  TORCH_CHECK(!block.is_cuda(), "head_softmax runs on the CPU");
-  return head_softmax_cpu(block, heads, valid_width);
-}
-
 bool with_cuda() {
 #ifdef WITH_CUDA
   return true;
@@ -109,7 +104,7 @@ bool with_cuda() {
 }  // namespace glip
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "GLIP compiled ops: modulated deformable convolution (DCNv2), multi-label NMS, fusion attention softmaxes";
+  m.doc() = "GLIP compiled ops: modulated deformable convolution (DCNv2), multi-label NMS, column softmax step";
   m.def("deform_conv_forward", &glip::deform_conv_forward, "DCNv2 forward",
         py::arg("input"), py::arg("offset"), py::arg("mask"), py::arg("weight"), py::arg("bias"),
         py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"), py::arg("dil_h"),
@@ -124,8 +119,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("column_softmax_step", &glip::column_softmax_step,
         "online column softmax step, in place: block -> exp(block - new max), col_max, col_sum updated; returns "
         "the rescale factor exp(old max - new max)", py::arg("block"), py::arg("col_max"), py::arg("col_sum"));
-  m.def("head_softmax", &glip::head_softmax,
-        "per row, a softmax over each head's run of the first valid_width columns -> (rows, valid_width)",
-        py::arg("block"), py::arg("heads"), py::arg("valid_width"));
   m.def("with_cuda", &glip::with_cuda, "whether the CUDA kernels were compiled in");
 }

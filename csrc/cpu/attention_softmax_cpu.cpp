@@ -1,11 +1,6 @@
-// The two softmaxes of the fusion attention's inference on a block of visual rows (rows, W):
-//
-// head_softmax: the image side, per row a softmax over each head's valid tokens (the first `valid_width` columns,
-// `heads` runs of equal length), read from the strided block and written contiguous (rows, valid_width), in one
-// kernel instead of PyTorch's copy + softmax.
-//
-// column_softmax_step: the text side, one block step of an online softmax over the rows, per column, where each
-// text column is normalised over all visual rows while the rows arrive in blocks.
+// The text side of the fusion attention's inference: one block step of an online softmax over the rows of a
+// (rows, W) map, per column, where each text column is normalised over all visual rows while the rows arrive in
+// blocks.
 // Given the running column maxima m and sums s of the rows seen so far, a block a (rows, W) becomes
 // e = exp(a - m') in place with m' = max(m, column max of a); s becomes s * exp(m - m') + column sum of e, m becomes
 // m', and exp(m - m') is returned (the factor that rescales whatever was accumulated with the old maxima). Two
@@ -61,51 +56,7 @@ GLIP_VECTOR_CLONES void exp_and_sum(float* __restrict__ a, int64_t rows, int64_t
   }
 }
 
-// out[j] = softmax(x)[j] over one contiguous segment of n logits; sums in 16 lanes so that the loops vectorise.
-GLIP_VECTOR_CLONES void segment_softmax(const float* __restrict__ x, int64_t n, float* __restrict__ out) {
-  float lanes[16];
-  for (int l = 0; l < 16; ++l) lanes[l] = -INFINITY;
-  int64_t j = 0;
-  for (; j + 16 <= n; j += 16)
-    for (int l = 0; l < 16; ++l) lanes[l] = x[j + l] > lanes[l] ? x[j + l] : lanes[l];
-  float top = -INFINITY;
-  for (int l = 0; l < 16; ++l) top = lanes[l] > top ? lanes[l] : top;
-  for (; j < n; ++j) top = x[j] > top ? x[j] : top;
-  for (int l = 0; l < 16; ++l) lanes[l] = 0.0f;
-  for (j = 0; j + 16 <= n; j += 16)
-    for (int l = 0; l < 16; ++l) {
-      const float e = exp_nonpositive(x[j + l] - top);
-      out[j + l] = e;
-      lanes[l] += e;
-    }
-  float total = 0.0f;
-  for (int l = 0; l < 16; ++l) total += lanes[l];
-  for (; j < n; ++j) {
-    out[j] = exp_nonpositive(x[j] - top);
-    total += out[j];
-  }
-  const float inv = 1.0f / total;
-  for (j = 0; j < n; ++j) out[j] *= inv;
-}
-
 }  // namespace
-
-at::Tensor head_softmax_cpu(const at::Tensor& block, int64_t heads, int64_t valid_width) {
-  TORCH_CHECK(block.dim() == 2 && block.scalar_type() == at::kFloat && block.stride(1) == 1,
-              "head_softmax: block must be a 2-D float32 tensor with contiguous rows, got ", block.sizes());
-  TORCH_CHECK(heads > 0 && valid_width % heads == 0 && valid_width <= block.size(1),
-              "head_softmax: ", valid_width, " valid columns do not split into ", heads, " heads of ", block.size(1));
-  const int64_t rows = block.size(0), stride = block.stride(0), per_head = valid_width / heads;
-  at::Tensor out = at::empty({rows, valid_width}, block.options());
-  const float* a = block.data_ptr<float>();
-  float* o = out.data_ptr<float>();
-  at::parallel_for(0, rows, 16, [&](int64_t r0, int64_t r1) {
-    for (int64_t i = r0; i < r1; ++i)
-      for (int64_t h = 0; h < heads; ++h)
-        segment_softmax(a + i * stride + h * per_head, per_head, o + i * valid_width + h * per_head);
-  });
-  return out;
-}
 
 at::Tensor column_softmax_step_cpu(at::Tensor& block, at::Tensor& col_max, at::Tensor& col_sum) {
   TORCH_CHECK(block.dim() == 2 && block.scalar_type() == at::kFloat && block.is_contiguous(),

@@ -76,19 +76,10 @@ def bi_attention_inference(v: torch.Tensor, q_t: torch.Tensor, q_b: torch.Tensor
         attn = linear(vb, q_w, q_b)                                                   # (rows, W)
         if clamping:
             attn.clamp_(min=-CLAMP_LIMIT if clamp_min else None, max=CLAMP_LIMIT if clamp_max else None)
-        delta_v[rows] = linear(image_probs(attn, bias_v, heads, valid_width), u_t, out_bias)
+        delta_v[rows] = linear(_image_probs(attn, bias_v, heads, valid_width), u_t, out_bias)
         rescale = column_softmax_step(attn, col_max, col_sum)                        # attn is now exp(attn - max)
         acc_t.mul_(rescale).add_(t_matmul(vb, attn))
     return delta_v, (acc_t / col_sum).t()
-
-
-def image_probs(attn: torch.Tensor, bias_v: Optional[torch.Tensor], heads: int, valid_width: int) -> torch.Tensor:
-    """`_image_probs` for inference: without a bias, the compiled kernel on float32 CPU blocks (one pass from the
-    strided block, its own exp to ~1 ulp) when built."""
-    if (bias_v is None and attn.dtype == torch.float32 and attn.device.type == "cpu" and attn.stride(1) == 1
-            and extension.supports(attn.device)):
-        return extension.head_softmax(attn, heads, valid_width)
-    return _image_probs(attn, bias_v, heads, valid_width)
 
 
 def column_softmax_step(block: torch.Tensor, col_max: torch.Tensor, col_sum: torch.Tensor) -> torch.Tensor:
@@ -208,5 +199,4 @@ def blocked_bi_attention(v: torch.Tensor, q_t: torch.Tensor, q_b: torch.Tensor, 
                                      max(1, int(block_rows)), generator)
 
 
-__all__ = ["CLAMP_LIMIT", "bi_attention_inference", "blocked_bi_attention", "clamp_may_bite", "column_softmax_step",
-           "image_probs"]
+__all__ = ["CLAMP_LIMIT", "bi_attention_inference", "blocked_bi_attention", "clamp_may_bite", "column_softmax_step"]

@@ -115,8 +115,3 @@ def column_softmax_step(block, col_max, col_sum):
     m') + the new column sums; col_max -> m'. Returns exp(old col_max - m') (W,)."""
     return _require().column_softmax_step(block, col_max, col_sum)
 
-
-def head_softmax(block, heads, valid_width):
-    """Per row of block (rows, >= valid_width) (CPU float32, contiguous rows), a softmax over each of `heads` equal
-    runs of its first valid_width columns -> (rows, valid_width) contiguous."""
-    return _require().head_softmax(block, int(heads), int(valid_width))
