@@ -47,6 +47,16 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor = None) -> 
     return out.permute(0, 2, 3, 1).reshape(*lead, weight.shape[0])
 
 
+def batched_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """`x @ weight.transpose(-1, -2)` for x (B, M, K) and weight (B, N, K) -> (B, M, N), each image's product
+    through `linear` (oneDNN where it applies)."""
+    if x.dim() != 3 or weight.dim() != 3 or x.shape[0] != weight.shape[0]:
+        return torch.matmul(x, weight.transpose(-1, -2))
+    if x.shape[0] == 1:
+        return linear(x[0], weight[0]).unsqueeze(0)
+    return torch.stack([linear(x[b], weight[b]) for b in range(x.shape[0])])
+
+
 def linear_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor = None) -> torch.Tensor:
     """`F.gelu(F.linear(x, weight, bias))` (exact, erf GELU): through oneDNN where `linear` would be, with the GELU
     applied by the convolution as a post-op (one pass less over the output; oneDNN's erf differs from PyTorch's
@@ -94,4 +104,5 @@ def route_linear_layers(model: nn.Module) -> int:
     return count
 
 
-__all__ = ["MIN_ROWS", "OneDNNLinear", "linear", "linear_gelu", "route_linear_layers", "t_matmul"]
+__all__ = ["MIN_ROWS", "OneDNNLinear", "batched_linear", "linear", "linear_gelu", "route_linear_layers",
+           "t_matmul"]

@@ -38,6 +38,16 @@ def test_t_matmul_matches_float64_reference(k, m, n):
     torch.testing.assert_close(got.double(), ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())
 
 
+@pytest.mark.parametrize("batch", [1, 3])
+def test_batched_linear_matches_float64_reference(batch):
+    gen = torch.Generator().manual_seed(6)
+    x, w = torch.randn(batch, 150, 32, generator=gen), torch.randn(batch, 20, 32, generator=gen)
+    got = cpu_gemm.batched_linear(x, w)
+    ref = x.double() @ w.double().transpose(-1, -2)
+    assert got.shape == (batch, 150, 20)
+    torch.testing.assert_close(got.double(), ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())
+
+
 def test_linear_gelu_matches_float64_reference():
     gen = torch.Generator().manual_seed(3)
     x, w, b = torch.randn(2, 300, 96, generator=gen), torch.randn(384, 96, generator=gen) / 10, torch.randn(384)

@@ -102,13 +102,13 @@ class WindowAttention(nn.Module):
         # exporting: the explicit product, whose output layout does not depend on the attention kernel traced
         # (the fused kernel's strides make the head merge below a view that ONNX's re-tracing cannot redo)
         if fused and not torch.compiler.is_exporting():
-            # inference: one fused kernel; same scores (q * scale) k^T + (bias + mask) up to fp32 rounding
+            # inference: one fused kernel; same scores (q k^T) * scale + (bias + mask) up to fp32 rounding
             bias = self.relative_position_bias().unsqueeze(0)
             if mask is not None:
                 bias = bias + mask.unsqueeze(1)                                     # (nW, nH, N, N)
                 if bw != mask.shape[0]:
                     bias = bias.repeat(bw // mask.shape[0], 1, 1, 1)
-            x = F.scaled_dot_product_attention(q * self.scale, k, v, attn_mask=bias, scale=1.0)
+            x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
             return self.proj_drop(self.proj(x.transpose(1, 2).reshape(bw, n, c)))
         attn = (q * self.scale) @ k.transpose(-2, -1)
         attn = attn + self.relative_position_bias().unsqueeze(0)

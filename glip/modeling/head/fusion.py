@@ -268,6 +268,8 @@ class BiAttentionBlockForCheckpoint(nn.Module):
         v = self.layer_norm_v(v)
         l = self.layer_norm_l(l)
         delta_v, delta_l = self.attn(v, l, attention_mask_l=attention_mask_l)
+        if isinstance(self.drop_path, nn.Identity):  # v + gamma_v * delta_v in one pass
+            return torch.addcmul(v, self.gamma_v, delta_v), torch.addcmul(l, self.gamma_l, delta_l)
         v = v + self.drop_path(self.gamma_v * delta_v)
         l = l + self.drop_path(self.gamma_l * delta_l)
         return v, l

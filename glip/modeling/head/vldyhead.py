@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from glip.layers.cpu_gemm import batched_linear
 from glip.layers.scale import Scale
 from glip.modeling.head.levels import flatten_level
 
@@ -193,7 +194,7 @@ class VLDyHead(nn.Module):
                     torch.matmul(queries, out["proj_tokens"].transpose(-1, -2)) / self.log_scale.exp())
             if self.use_dot_product:
                 queries = flatten_level(x, x.shape[1])                                 # (B, HW, C)
-                logits = torch.matmul(queries, proj_tokens.transpose(-1, -2)) / inv_temp + token_bias[:, None, :]
+                logits = batched_linear(queries, proj_tokens) / inv_temp + token_bias[:, None, :]
                 if self.clamp_dot_product:
                     logits = logits.clamp(min=-50000.0, max=50000.0)
                 out["dot_product_logits"].append(logits)
