@@ -67,19 +67,23 @@ def bi_attention_inference(v: torch.Tensor, q_t: torch.Tensor, q_b: torch.Tensor
         bias_v = None
     clamping = (clamp_min or clamp_max) and clamp_may_bite(v, q_t, q_b)
     q_w, u_t = q_t.t().contiguous(), u.t().contiguous()                             # (W, D), (D, Wv)
-    col_max, col_sum = v.new_full((width,), float("-inf")), v.new_zeros(width)
-    acc_t = v.new_zeros(dim, width)
+    # the valid columns [:Wv] and the padded ones [Wv:] as two maps, so that the image side reads a contiguous one
+    parts = [slice(0, valid_width)] + ([slice(valid_width, width)] if valid_width < width else [])
+    stats = [(v.new_full((p.stop - p.start,), float("-inf")), v.new_zeros(p.stop - p.start),
+              v.new_zeros(dim, p.stop - p.start)) for p in parts]                  # column max, sum, (E^T v)^T
     delta_v = v.new_empty(n_vis, dim)
     for start in range(0, n_vis, max(1, int(block_rows))):
         rows = slice(start, start + block_rows)
         vb = v[rows]
-        attn = linear(vb, q_w, q_b)                                                   # (rows, W)
-        if clamping:
-            attn.clamp_(min=-CLAMP_LIMIT if clamp_min else None, max=CLAMP_LIMIT if clamp_max else None)
-        delta_v[rows] = linear(_image_probs(attn, bias_v, heads, valid_width), u_t, out_bias)
-        rescale = column_softmax_step(attn, col_max, col_sum)                        # attn is now exp(attn - max)
-        acc_t.mul_(rescale).add_(t_matmul(vb, attn))
-    return delta_v, (acc_t / col_sum).t()
+        for index, (part, (col_max, col_sum, acc_t)) in enumerate(zip(parts, stats)):
+            attn = linear(vb, q_w[part], q_b[part])                                  # (rows, part width)
+            if clamping:
+                attn.clamp_(min=-CLAMP_LIMIT if clamp_min else None, max=CLAMP_LIMIT if clamp_max else None)
+            if index == 0:
+                delta_v[rows] = linear(_image_probs(attn, bias_v, heads, valid_width), u_t, out_bias)
+            rescale = column_softmax_step(attn, col_max, col_sum)                    # attn is now exp(attn - max)
+            acc_t.mul_(rescale).add_(t_matmul(vb, attn))
+    return delta_v, torch.cat([acc_t / col_sum for _, col_sum, acc_t in stats], dim=1).t()
 
 
 def column_softmax_step(block: torch.Tensor, col_max: torch.Tensor, col_sum: torch.Tensor) -> torch.Tensor:
