@@ -12,7 +12,7 @@
             Per stage the table gives the reference's FLOPs, the FLOPs actually executed, the executed rate and
             that rate against the GEMM rate. Several `--config-file`s give one table each and a summary (e.g. GLIP-T
             and GLIP-L); `--fusion blocked,batched` times the fusion attention's evaluations side by side in one
-            process, runs interleaved (blocked: head by head with the projections regrouped onto the text side,
+            process, runs interleaved (blocked: the projections regrouped onto the text side, visual rows in blocks,
             the default on the CPU; batched: the reference formulation). `--device cuda` and
             `--amp float16|bfloat16` run on a GPU.
 

@@ -24,7 +24,7 @@ from glip.utils.training_profile import benchmark_training_step
 
 # fusion attention evaluations at inference, for side-by-side runs: name -> BiMultiHeadAttention.blocked_inference
 FUSION_PATHS = {
-    "blocked": True,    # head-by-head, the visual-side projections regrouped onto the text side (the default)
+    "blocked": True,    # the visual-side projections regrouped onto the text side, rows in blocks (the default)
     "batched": False,   # the reference's (B*heads, N, T) formulation
 }
 
