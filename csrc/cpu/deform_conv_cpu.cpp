@@ -204,10 +204,11 @@ void deformable_col2im(const T* input, const T* mask, const std::vector<std::vec
   }
 }
 
-// Output positions per block: the (positions, C*K) columns of a block stay below ~2M entries (8 MB in fp32, so they
-// are still in the last-level cache when the product reads them), in blocks of even length.
-int64_t block_positions(int64_t row_size, int64_t positions) {
-  const int64_t limit = std::max<int64_t>(64, (int64_t(1) << 21) / std::max<int64_t>(row_size, 1));
+// Output positions per block: the (positions, C*K) columns of a block stay below `entries` (the forward: 2M, 8 MB
+// in fp32, still in the last-level cache when the product reads them; the backward, whose products are PyTorch's:
+// 16M, fewer and larger products), in blocks of even length.
+int64_t block_positions(int64_t row_size, int64_t positions, int64_t entries) {
+  const int64_t limit = std::max<int64_t>(64, entries / std::max<int64_t>(row_size, 1));
   const int64_t n_blocks = (positions + limit - 1) / limit;
   return (positions + n_blocks - 1) / n_blocks;
 }
@@ -238,7 +239,7 @@ at::Tensor deform_conv_forward_cpu(const at::Tensor& input_, const at::Tensor& o
   // fp32 products through oneDNN (below) write their (positions, Cout) blocks straight into a channels-last output
   // when the input is channels-last (the layout the detector's fusion blocks hand over), else into NCHW.
   const bool channels_last = input_.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
-  const int64_t block = block_positions(g.channels * taps, np);
+  const int64_t block = block_positions(g.channels * taps, np, int64_t(1) << 21);
   at::Tensor cols = at::empty({block, g.channels * taps}, input.options());
   const bool has_bias = bias_.defined() && bias_.numel() > 0;
   const at::Tensor bias = has_bias ? bias_.to(input.scalar_type()).view({out_channels, 1}) : at::Tensor();
@@ -321,7 +322,7 @@ DeformGrads deform_conv_backward_cpu(const at::Tensor& grad_output_, const at::T
   at::Tensor grad_weight = at::zeros({out_channels, cg_k}, input.options());
   const bool has_bias = bias_.defined() && bias_.numel() > 0;
   at::Tensor grad_bias = has_bias ? grad_output.sum({0, 2, 3}).to(bias_.scalar_type()) : at::Tensor();
-  const int64_t block = block_positions(g.channels * taps, np);
+  const int64_t block = block_positions(g.channels * taps, np, int64_t(1) << 24);
   at::Tensor cols = at::empty({block, g.channels * taps}, input.options());
   at::Tensor grad_cols = at::empty({block, g.channels * taps}, input.options());
 
