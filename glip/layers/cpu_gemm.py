@@ -33,18 +33,24 @@ def _use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
             and not torch.is_autocast_enabled("cpu"))
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor = None) -> torch.Tensor:
-    """`F.linear(x, weight, bias)` for x (..., K), weight (N, K), bias (N,) -> (..., N), through oneDNN where
-    it applies (see the module docstring)."""
-    if not _use_onednn(x, weight):
-        return F.linear(x, weight, bias)
+def _conv_1x1(x: torch.Tensor, weight: torch.Tensor, product) -> torch.Tensor:
+    """x (..., K) times weight (N, K)^T as `product(image, kernel)`, a 1x1 convolution of x's rows viewed as the
+    channels-last image (1, K, M, 1) (no copy for contiguous rows) -> (..., N)."""
     lead, k = x.shape[:-1], x.shape[-1]
     rows = x.reshape(-1, k)
     if rows.stride(1) != 1 or rows.stride(0) != k:
         rows = rows.contiguous()
     image = rows.view(1, rows.shape[0], 1, k).permute(0, 3, 1, 2)          # (1, K, M, 1) channels-last
-    out = F.conv2d(image, weight.contiguous().view(weight.shape[0], k, 1, 1), bias)  # (1, N, M, 1) channels-last
+    out = product(image, weight.contiguous().view(weight.shape[0], k, 1, 1))  # (1, N, M, 1) channels-last
     return out.permute(0, 2, 3, 1).reshape(*lead, weight.shape[0])
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor = None) -> torch.Tensor:
+    """`F.linear(x, weight, bias)` for x (..., K), weight (N, K), bias (N,) -> (..., N), through oneDNN where
+    it applies (see the module docstring)."""
+    if not _use_onednn(x, weight):
+        return F.linear(x, weight, bias)
+    return _conv_1x1(x, weight, lambda image, kernel: F.conv2d(image, kernel, bias))
 
 
 def batched_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -63,14 +69,8 @@ def linear_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor = None
     by ~1e-7 relative)."""
     if not _use_onednn(x, weight) or not hasattr(torch.ops.mkldnn, "_convolution_pointwise"):
         return F.gelu(linear(x, weight, bias))
-    lead, k = x.shape[:-1], x.shape[-1]
-    rows = x.reshape(-1, k)
-    if rows.stride(1) != 1 or rows.stride(0) != k:
-        rows = rows.contiguous()
-    image = rows.view(1, rows.shape[0], 1, k).permute(0, 3, 1, 2)
-    out = torch.ops.mkldnn._convolution_pointwise(image, weight.contiguous().view(weight.shape[0], k, 1, 1), bias,
-                                                  [0, 0], [1, 1], [1, 1], 1, "gelu", [], "none")
-    return out.permute(0, 2, 3, 1).reshape(*lead, weight.shape[0])
+    return _conv_1x1(x, weight, lambda image, kernel: torch.ops.mkldnn._convolution_pointwise(
+        image, kernel, bias, [0, 0], [1, 1], [1, 1], 1, "gelu", [], "none"))
 
 
 def t_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

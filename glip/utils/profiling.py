@@ -11,9 +11,9 @@ convolution (attention products included; the oneDNN operators of `glip.layers.c
 modulated deformable convs, which it cannot see through (compiled kernel) or sees only partly (gather + GEMM
 fallback), are replaced by their convolution count `2 * B * C_out * C_in / groups * kh * kw * H_out * W_out`, and
 the fusion attention, whose inference path re-associates its projections (fewer FLOPs executed), by the count of
-its reference formulation (six projections + three attention products); the Swin window attention is counted by formula (FlopCounterMode misses the CPU
-fused attention kernel); `executed_gflop` reports what FlopCounterMode saw. The peak RSS is read before the FLOP
-count.
+its reference formulation (six projections + three attention products); the Swin window attention is counted by
+formula (FlopCounterMode misses the CPU fused attention kernel); `executed_gflop` reports what FlopCounterMode saw.
+The peak RSS is read before the FLOP count.
 """
 import functools
 import logging
