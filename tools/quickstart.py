@@ -29,6 +29,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 if importlib.util.find_spec("glip") is None:
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -81,8 +82,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--minutes", type=float, default=0.0,
                         help="time budget of the whole run in minutes (0: the config's schedule as it is); the "
                              "training iterations are cut to fit, measured on this machine now")
-    parser.add_argument("--demo-threshold", type=float, default=0.35,
-                        help="score threshold of the demo drawing (a correct name scores ~0.35-0.5 after training)")
+    parser.add_argument("--demo-threshold", type=float, default=0.25,
+                        help="score threshold of the demo drawing (and of the 'drawn at the demo threshold' line, "
+                             "over the whole held-out split); names of unseen combinations score ~0.25-0.5")
     parser.add_argument("--self-train", action="store_true",
                         help="run the self-training loop instead (tools/self_train.py: teacher -> pseudo-labels "
                              "-> student; its options apply)")
@@ -277,41 +279,60 @@ def ap50_by_split(gt_file: str, results_file: str) -> dict:
     return out
 
 
-def evaluate_model(cfg, model, eval_dir: str, gt_file: str) -> dict:
-    """``glip.engine.run.run_test`` on ``DATASETS.TEST`` (writes ``bbox.json``), then :func:`ap50_by_split`."""
+def evaluate_model(cfg, model, eval_dir: str, gt_file: str, demo_threshold: Optional[float] = None) -> dict:
+    """``glip.engine.run.run_test`` on ``DATASETS.TEST`` (writes ``bbox.json``), then :func:`ap50_by_split`, the
+    best name per object and, with ``demo_threshold``, what a drawing at that threshold shows (``drawing``)."""
     from glip.engine.run import run_test
 
     run_test(cfg, model, output_dir=eval_dir)
     results_file = os.path.join(eval_dir, "inference", cfg.DATASETS.TEST[0], "bbox.json")
     metrics = ap50_by_split(gt_file, results_file)
     metrics["naming"] = naming_by_split(gt_file, results_file)
+    if demo_threshold is not None:
+        metrics["drawing"] = naming_by_split(gt_file, results_file, min_score=demo_threshold)
     return metrics
 
 
-def naming_by_split(gt_file: str, results_file: str) -> dict:
+def naming_by_split(gt_file: str, results_file: str, min_score: float = float("-inf")) -> dict:
     """The best-scoring name on each held-out object (``glip.evaluation.naming``), counted separately for the
-    seen and the unseen combinations: what the demo picture shows, where AP50 ranks each name across images."""
-    from glip.evaluation.naming import summarize_naming, top1_names
+    seen and the unseen combinations: what the demo picture shows, where AP50 ranks each name across images. With
+    ``min_score`` only the detections a drawing at that threshold shows count, and ``boxes_without_object`` is
+    added (drawn boxes that cover no object)."""
+    from glip.evaluation.naming import boxes_without_object, summarize_naming, top1_names
 
     with open(gt_file) as f:
         gt = json.load(f)
     with open(results_file) as f:
-        names = top1_names(gt, json.load(f))
+        detections = json.load(f)
+    names = top1_names(gt, detections, min_score=min_score)
     groups = {split: [c["id"] for c in gt["categories"] if c.get("seen", True) == (split == "seen")]
               for split in ("seen", "unseen")}
-    return summarize_naming(gt, names, groups)
+    out = summarize_naming(gt, names, groups)
+    if min_score > float("-inf"):
+        out["boxes_without_object"] = boxes_without_object(gt, detections, min_score=min_score)
+    return out
 
 
 def format_naming(naming: dict) -> str:
     """One line per split: objects named right, and among the wrong names those with the colour (word 0) or the
     shape (word 1) right."""
     lines = []
-    for split, n in naming.items():
+    for split in ("seen", "unseen"):
+        n = naming[split]
         lines.append("{} objects named right: {}/{} ({:.0f}%); wrong {} (colour right {}, shape right {}), "
                      "missed {}".format(split, n["right"], n["objects"], 100.0 * n["right"] / max(1, n["objects"]),
                                         n["wrong"], n["word_right"].get(0, 0), n["word_right"].get(1, 0),
                                         n["missed"]))
     return "\n".join(lines)
+
+
+def format_drawing(drawing: dict, threshold: float) -> str:
+    """What a drawing at the demo threshold shows over the whole held-out split (not only on demo.png)."""
+    return ("drawn at the demo threshold {} over the held-out split: right name on {} of {} seen and {} of {} "
+            "unseen objects, a wrong one on {} and {}, not drawn {} and {}; boxes without an object {}").format(
+        threshold, drawing["seen"]["right"], drawing["seen"]["objects"], drawing["unseen"]["right"],
+        drawing["unseen"]["objects"], drawing["seen"]["wrong"], drawing["unseen"]["wrong"],
+        drawing["seen"]["missed"], drawing["unseen"]["missed"], drawing["boxes_without_object"])
 
 
 def draw_demo(cfg, model, meta: dict, output_path: str, threshold: float) -> list:
@@ -440,7 +461,8 @@ def run(argv=None) -> int:
     minutes["train"] = (time.time() - t) / 60
 
     t = time.time()
-    metrics = evaluate_model(cfg, model, os.path.join(output_dir, "eval"), meta["test"]["detection"])
+    metrics = evaluate_model(cfg, model, os.path.join(output_dir, "eval"), meta["test"]["detection"],
+                             demo_threshold=args.demo_threshold)
     minutes["eval"] = (time.time() - t) / 60
     t = time.time()
     drawn, image = draw_demo(cfg, model, meta, os.path.join(output_dir, "demo.png"), args.demo_threshold)
@@ -453,6 +475,7 @@ def run(argv=None) -> int:
     logger.info("Demo drawn to %s: %s", os.path.join(output_dir, "demo.png"), drawn)
     print(format_table(meta, metrics, minutes))
     print(format_naming(metrics["naming"]))
+    print(format_drawing(metrics["drawing"], args.demo_threshold))
     if cut:
         print(cut)
     print(next_steps(output_dir, image, "a {} and a {}".format(*meta["unseen"][:2]), cfg.INPUT.MIN_SIZE_TEST))

@@ -71,12 +71,16 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="the student reads the pseudo-labels with DATASETS.FURTHER_SCREEN, CAPTION_CONF = "
                              "--pseudo-threshold and CAPTION_NMS = this (one NMS over all phrases of an image: an "
                              "object named by two phrases keeps the better one); <= 0: no NMS")
-    parser.add_argument("--minutes", type=float, default=0.0, help="ignored (quickstart option)")
-    parser.add_argument("--demo-threshold", type=float, default=0.35, help="ignored (quickstart option)")
+    parser.add_argument("--minutes", type=float, default=None, help="refused: a quickstart option")
+    parser.add_argument("--demo-threshold", type=float, default=None, help="refused: a quickstart option")
     parser.add_argument("--debug", action="store_true", help="on a bad input, also print the traceback")
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="config overrides KEY VALUE ...")
     args = parser.parse_args(argv)
     args.opts = [o for o in args.opts if o != "--"]
+    for flag in ("minutes", "demo_threshold"):
+        if getattr(args, flag) is not None:
+            raise UserError("--{} is a quickstart option; the self-training loop has no time budget and draws "
+                            "no demo".format(flag.replace("_", "-")))
     for name in ("num_train", "num_test", "num_captions", "pseudo_batch_size", "image_size"):
         if getattr(args, name) < 1:
             raise UserError("--{} must be >= 1, got {}".format(name.replace("_", "-"), getattr(args, name)))

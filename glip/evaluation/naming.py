@@ -5,6 +5,9 @@ on most of its objects. What a demo shows is the best-scoring name on each objec
 that: for every ground-truth box, the category of the highest-scoring detection overlapping it at IoU >= 0.5
 (any category), and :func:`summarize_naming` counts right / wrong / missed per group of categories, with the
 wrong names split by which words they share with the right one ("red circle" for a red triangle: word 0 right).
+With ``min_score`` both count only the detections a drawing at that score threshold shows: an object whose best
+detection scores lower is not drawn (missed), and :func:`boxes_without_object` counts the drawn boxes that cover
+no object.
 """
 from collections import Counter
 from typing import Dict, Iterable, List, Optional, Sequence
@@ -25,22 +28,43 @@ def _iou_xywh(box: Sequence[float], others: np.ndarray) -> np.ndarray:
     return inter / np.maximum(union, 1e-12)
 
 
-def top1_names(gt: dict, detections: Iterable[dict], iou: float = 0.5) -> List[Optional[int]]:
-    """Per annotation of the COCO json ``gt`` (in its order): the ``category_id`` of the highest-scoring
-    detection (COCO results: ``image_id``, ``bbox`` xywh, ``category_id``, ``score``) whose box overlaps it at
-    IoU >= ``iou``, or None when no detection does."""
+def _by_image(detections: Iterable[dict], min_score: float) -> Dict[int, tuple]:
+    """{image_id: ((K, 4) xywh boxes, (K,) scores, [category_id] * K)} of the detections scoring >= min_score."""
     by_image: Dict[int, list] = {}
     for d in detections:
-        by_image.setdefault(d["image_id"], []).append(d)
-    arrays = {i: (np.asarray([d["bbox"] for d in ds], dtype=np.float64).reshape(-1, 4),
-                  np.asarray([d["score"] for d in ds], dtype=np.float64),
-                  [d["category_id"] for d in ds]) for i, ds in by_image.items()}
+        if d["score"] >= min_score:
+            by_image.setdefault(d["image_id"], []).append(d)
+    return {i: (np.asarray([d["bbox"] for d in ds], dtype=np.float64).reshape(-1, 4),
+                np.asarray([d["score"] for d in ds], dtype=np.float64),
+                [d["category_id"] for d in ds]) for i, ds in by_image.items()}
+
+
+def top1_names(gt: dict, detections: Iterable[dict], iou: float = 0.5,
+               min_score: float = float("-inf")) -> List[Optional[int]]:
+    """Per annotation of the COCO json ``gt`` (in its order): the ``category_id`` of the highest-scoring
+    detection (COCO results: ``image_id``, ``bbox`` xywh, ``category_id``, ``score``) scoring >= ``min_score``
+    whose box overlaps it at IoU >= ``iou``, or None when no detection does."""
+    arrays = _by_image(detections, min_score)
     out = []
     for ann in gt["annotations"]:
         boxes, scores, cats = arrays.get(ann["image_id"], (np.zeros((0, 4)), np.zeros(0), []))
         hits = np.nonzero(_iou_xywh(ann["bbox"], boxes) >= iou)[0]
         out.append(cats[hits[np.argmax(scores[hits])]] if len(hits) else None)
     return out
+
+
+def boxes_without_object(gt: dict, detections: Iterable[dict], iou: float = 0.5,
+                         min_score: float = float("-inf")) -> int:
+    """How many detections scoring >= ``min_score`` overlap no annotation of their image at IoU >= ``iou``: the
+    boxes a drawing at that threshold shows where there is no object."""
+    boxes_of: Dict[int, list] = {}
+    for ann in gt["annotations"]:
+        boxes_of.setdefault(ann["image_id"], []).append(ann["bbox"])
+    count = 0
+    for image_id, (boxes, _, _) in _by_image(detections, min_score).items():
+        truth = np.asarray(boxes_of.get(image_id, []), dtype=np.float64).reshape(-1, 4)
+        count += sum(not (_iou_xywh(box, truth) >= iou).any() for box in boxes)
+    return count
 
 
 def summarize_naming(gt: dict, names: Sequence[Optional[int]], groups: Dict[str, Iterable[int]]) -> dict:

@@ -166,6 +166,30 @@ def test_naming_split_by_seen_flag(tmp_path, quickstart):
                      "unseen objects named right: 0/2 (0%); wrong 1 (colour right 0, shape right 1), missed 1"]
 
 
+
+def test_drawing_at_the_demo_threshold(tmp_path, quickstart):
+    images = [{"id": 1, "file_name": "1.png", "width": 100, "height": 100}]
+    annotations = [
+        {"id": 1, "image_id": 1, "bbox": [10, 10, 30, 30], "category_id": 1, "area": 900, "iscrowd": 0},
+        {"id": 2, "image_id": 1, "bbox": [50, 50, 20, 20], "category_id": 2, "area": 400, "iscrowd": 0},
+    ]
+    categories = [{"id": 1, "name": "red circle", "seen": True}, {"id": 2, "name": "blue star", "seen": False}]
+    gt = _write(tmp_path / "gt.json", {"images": images, "annotations": annotations, "categories": categories})
+    results = _write(tmp_path / "dt.json", [
+        {"image_id": 1, "category_id": 1, "bbox": [10, 10, 30, 30], "score": 0.3},  # right, under 0.35
+        {"image_id": 1, "category_id": 2, "bbox": [50, 50, 20, 20], "score": 0.4},  # right, drawn
+        {"image_id": 1, "category_id": 1, "bbox": [0, 80, 10, 10], "score": 0.5},  # drawn on the background
+        {"image_id": 1, "category_id": 2, "bbox": [80, 0, 10, 10], "score": 0.2},  # background, not drawn
+    ])
+    drawing = quickstart.naming_by_split(gt, results, min_score=0.35)
+    assert drawing["seen"]["right"] == 0 and drawing["seen"]["missed"] == 1
+    assert drawing["unseen"]["right"] == 1 and drawing["boxes_without_object"] == 1
+    assert quickstart.naming_by_split(gt, results, min_score=0.1)["boxes_without_object"] == 2
+    assert "boxes_without_object" not in quickstart.naming_by_split(gt, results)
+    assert quickstart.format_drawing(drawing, 0.35) == (
+        "drawn at the demo threshold 0.35 over the held-out split: right name on 0 of 1 seen and 1 of 1 unseen "
+        "objects, a wrong one on 0 and 0, not drawn 1 and 0; boxes without an object 1")
+
 def test_unnamed_colours_reach_the_generated_data(tmp_path, quickstart):
     args = quickstart.parse_args(["--num-train", "6", "--num-test", "2", "--unnamed-colours", "black,pink",
                                   "--unnamed-shapes", "diamond", "--unnamed-prob", "0.5"])

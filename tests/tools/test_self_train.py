@@ -64,7 +64,9 @@ def test_bad_options_fail_with_one_line(tmp_path, capsys, self_train):
 
     cases = {"--num-captions must be >= 1": ["--num-captions", "0"],
              "--pseudo-threshold must be in [0, 1)": ["--pseudo-threshold", "1"],
-             "config file not found": ["--config-file", str(tmp_path / "none.yaml")]}
+             "config file not found": ["--config-file", str(tmp_path / "none.yaml")],
+             "--minutes is a quickstart option": ["--minutes", "6"],
+             "--demo-threshold is a quickstart option": ["--demo-threshold", "0.3"]}
     for expected, argv in cases.items():
         capsys.readouterr()
         code = run_tool(self_train.run, argv + ["--output-dir", str(tmp_path / "out")])
